@@ -1,0 +1,90 @@
+"""Load the knowledge base: one directory per entry under ``knowledge/entries/``.
+
+    entries/<id>/entry.yaml     the entry (knowledge.schema.Entry)
+    entries/<id>/match/*.txt    pastes that must rank this entry first
+    entries/<id>/no-match/*.txt near-misses that must not
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from bot.errors import KnowledgeBaseError
+from knowledge.schema import Entry
+
+ENTRIES_DIR = Path(__file__).parent / "entries"
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    expect_match: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.parent.parent.name}/{self.path.parent.name}/{self.path.name}"
+
+    def read(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    entries: tuple[Entry, ...]
+    directory: Path
+    _by_id: dict[str, Entry] = field(default_factory=dict, compare=False, repr=False)
+    cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    """Derived data (the lexical index) computed once per knowledge base."""
+
+    def __post_init__(self) -> None:
+        self._by_id.update({e.id: e for e in self.entries})
+
+    def get(self, entry_id: str) -> Entry:
+        try:
+            return self._by_id[entry_id]
+        except KeyError:
+            raise KnowledgeBaseError(f"no knowledge entry {entry_id!r}") from None
+
+    def examples(self, entry_id: str) -> list[Example]:
+        base = self.directory / entry_id
+        found = [Example(p, True) for p in sorted((base / "match").glob("*.txt"))]
+        found += [Example(p, False) for p in sorted((base / "no-match").glob("*.txt"))]
+        return found
+
+
+def load_entry(path: Path) -> Entry:
+    """Read and validate one ``entry.yaml``; errors name the file and the field."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, yaml.YAMLError) as exc:
+        raise KnowledgeBaseError(f"{path}: cannot read YAML: {exc}") from exc
+    try:
+        entry = Entry.model_validate(data)
+    except ValidationError as exc:
+        raise KnowledgeBaseError(f"{path}: invalid entry:\n{exc}") from exc
+    if entry.id != path.parent.name:
+        raise KnowledgeBaseError(f"{path}: id {entry.id!r} does not match its directory name {path.parent.name!r}")
+    return entry
+
+
+def load_kb(directory: Path | None = None) -> KnowledgeBase:
+    directory = directory or ENTRIES_DIR
+    entries = tuple(load_entry(p) for p in sorted(directory.glob("*/entry.yaml")))
+    return KnowledgeBase(entries=entries, directory=directory)
+
+
+@lru_cache(maxsize=1)
+def default_kb() -> KnowledgeBase:
+    """The bundled knowledge base, loaded once per process."""
+    return load_kb()
+
+
+def load_entries() -> tuple[Entry, ...]:
+    return default_kb().entries

@@ -1,0 +1,214 @@
+"""Rank knowledge entries for a `Report`: explicit evidence first, BM25 for prose.
+
+Deterministic. Each candidate carries the evidence that fired (``why``), so a reply can
+say why it believes what it says.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from typing import Any
+
+from bot.models import Candidate, Report
+from knowledge.kb import KnowledgeBase
+from knowledge.lexical import BM25
+from knowledge.schema import Condition, Entry
+
+LEXICAL_WEIGHT = 1.0
+"""At most this much is added to an entry's evidence score for word overlap with the report."""
+LEXICAL_MIN_RAW = 4.0
+"""Below this raw BM25 score the lexical signal is noise and adds nothing."""
+LEXICAL_ONLY_MIN_RAW = 9.0
+"""When no entry has enough structured evidence, a lexical-only candidate needs this raw BM25 score."""
+LEXICAL_QUERY_CHARS = 32_000
+"""Only the head and tail of a huge paste feed the lexical query (time stays bounded)."""
+EXAMPLE_CHARS = 3_000
+
+
+@lru_cache(maxsize=512)
+def _rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+
+
+def _search(pattern: str, values: Any) -> bool:
+    rx = _rx(pattern)
+    return any(rx.search(v) for v in values if v)
+
+
+def _flag_equal(actual: Any, expected: Any) -> bool:
+    if expected == "*":
+        return True
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return _truthy(actual) == _truthy(expected)
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        try:
+            return float(actual) == float(expected)
+        except (TypeError, ValueError):
+            return False
+    return str(actual).strip().strip("'\"").lower() == str(expected).lower()
+
+
+def _truthy(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().strip("'\"").lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off", "none", "null"}:
+        return False
+    return None
+
+
+def _version_in(version: str, spec: str) -> bool:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version.split("+")[0]) in SpecifierSet(spec, prereleases=True)
+    except (InvalidVersion, InvalidSpecifier):
+        return False
+
+
+def _metric(report: Report, metric: str) -> bool:
+    if metric == "loss_zero":
+        return any(v == 0.0 for v in report.losses)
+    if metric == "loss_nan":
+        return any(math.isnan(v) for v in report.losses)
+    if metric == "grad_norm_nan":
+        return any(math.isnan(v) for v in report.grad_norms)
+    if metric == "grad_norm_zero":
+        return any(v == 0.0 for v in report.grad_norms)
+    if metric == "eval_loss_nan":
+        return any(math.isnan(v) for v in report.eval_losses)
+    if metric == "loss_high":
+        return any(v > 20 for v in report.losses if not math.isnan(v))
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def holds(cond: Condition, report: Report) -> bool:
+    """True when every field set in `cond` holds for `report`."""
+    if cond.exception is not None and not _search(cond.exception, (f"{e.type}: {e.message}" for e in report.exceptions)):
+        return False
+    if cond.exception_type is not None and not any(e.type in cond.exception_type for e in report.exceptions):
+        return False
+    if cond.text is not None and not _rx(cond.text).search(report.text):
+        return False
+    if cond.warning is not None and not _search(cond.warning, report.warnings):
+        return False
+    if cond.returned_keys is not None and (
+        report.returned_keys is None or not set(cond.returned_keys) <= set(report.returned_keys)
+    ):
+        return False
+    if cond.received_inputs_include is not None and (
+        report.received_inputs is None or not set(cond.received_inputs_include) <= set(report.received_inputs)
+    ):
+        return False
+    if cond.received_inputs_exclude is not None and (
+        report.received_inputs is None or set(cond.received_inputs_exclude) & set(report.received_inputs)
+    ):
+        return False
+    if cond.trainer is not None and not (
+        report.trainer in cond.trainer or any(b in cond.trainer for b in report.trainer_bases)
+    ):
+        return False
+    if cond.collator is not None and report.collator not in cond.collator:
+        return False
+    if cond.model_class is not None and not _search(cond.model_class, report.model_classes):
+        return False
+    if cond.model_name is not None and not _search(cond.model_name, report.model_names):
+        return False
+    if cond.model_type is not None and report.model_type not in cond.model_type:
+        return False
+    if cond.flag is not None:
+        for name, expected in cond.flag.items():
+            if name not in report.flags or not _flag_equal(report.flags[name], expected):
+                return False
+    if cond.flag_absent is not None and any(name in report.flags for name in cond.flag_absent):
+        return False
+    if cond.metric is not None and not _metric(report, cond.metric):
+        return False
+    if cond.version is not None:
+        for package, spec in cond.version.items():
+            version = report.versions.get(package)
+            if version is None or not _version_in(version, spec):
+                return False
+    if cond.dataset_format is not None and report.dataset_format not in cond.dataset_format:
+        return False
+    if cond.frame is not None and not _search(cond.frame, (f"{f.file}:{f.function or ''}" for f in report.frames)):
+        return False
+    if cond.call is not None and not set(cond.call) & set(report.calls):
+        return False
+    if cond.peft is not None and report.uses_peft != cond.peft:
+        return False
+    if cond.section is not None and not set(cond.section) & set(report.sections):
+        return False
+    return True
+
+
+def evidence_score(entry: Entry, report: Report) -> tuple[float, list[str]] | None:
+    """The entry's evidence score and reasons, or None when it is ruled out."""
+    if not all(holds(c, report) for c in entry.requires):
+        return None
+    if any(holds(c, report) for c in entry.excludes):
+        return None
+    score, why = 0.0, []
+    for signal in entry.evidence:
+        if holds(signal.when, report):
+            score += signal.weight
+            why.append(signal.why if signal.weight >= 0 else f"(against) {signal.why}")
+    return score, why
+
+
+def entry_document(kb: KnowledgeBase, entry: Entry) -> str:
+    parts = [entry.title, entry.root_cause, entry.keywords, *entry.questions]
+    parts += [s.why for s in entry.evidence if s.weight > 0]
+    parts += [f.title for f in entry.fixes]
+    for example in kb.examples(entry.id):
+        if example.expect_match:
+            parts.append(example.read()[:EXAMPLE_CHARS])
+    return "\n".join(parts)
+
+
+def lexical_index(kb: KnowledgeBase) -> BM25:
+    index = kb.cache.get("bm25")
+    if index is None:
+        index = kb.cache["bm25"] = BM25([entry_document(kb, e) for e in kb.entries])
+    return index  # type: ignore[return-value]
+
+
+def _lexical_query(report: Report) -> str:
+    text = report.text
+    if len(text) > LEXICAL_QUERY_CHARS:
+        half = LEXICAL_QUERY_CHARS // 2
+        text = text[:half] + "\n" + text[-half:]
+    return text
+
+
+def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Candidate]:
+    """Candidates for `report`, best first. Empty when nothing fits."""
+    raw = lexical_index(kb).scores(_lexical_query(report)) if lexical and kb.entries else [0.0] * len(kb.entries)
+    top_raw = max(raw, default=0.0)
+    candidates: list[Candidate] = []
+    lexical_only: list[Candidate] = []
+    for entry, lex in zip(kb.entries, raw):
+        result = evidence_score(entry, report)
+        if result is None:
+            continue
+        score, why = result
+        bonus = LEXICAL_WEIGHT * lex / top_raw if top_raw >= LEXICAL_MIN_RAW else 0.0
+        if score >= entry.min_score:
+            if bonus >= 0.05:
+                why = [*why, f"the wording of the report resembles this entry (lexical {bonus:.2f})"]
+            candidates.append(_candidate(entry, score + bonus, why))
+        elif top_raw >= LEXICAL_ONLY_MIN_RAW and lex >= 0.6 * top_raw and score >= 0:
+            why = [*why, f"no decisive evidence; the wording resembles this entry (lexical {lex:.1f})"]
+            lexical_only.append(_candidate(entry, round(score * 0.25 + bonus, 3), why))
+    pool = candidates or lexical_only
+    pool.sort(key=lambda c: (-c.score, c.entry))
+    return pool
+
+
+def _candidate(entry: Entry, score: float, why: list[str]) -> Candidate:
+    return Candidate(entry=entry.id, failure_class=entry.failure_class, title=entry.title, score=round(score, 3), why=why)

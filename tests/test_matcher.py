@@ -1,0 +1,169 @@
+"""The matcher's semantics, on hand-built reports and a small knowledge base in tmp_path."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.models import ExceptionInfo, Frame, Report
+from knowledge.kb import load_kb
+from knowledge.matcher import holds, rank
+from knowledge.schema import Condition
+
+NO_LOSS = ExceptionInfo(type="ValueError", message="The model did not return a loss from the inputs, only the following keys: logits.")
+
+
+def entry(id_, cls, evidence, **extra):
+    data = {
+        "id": id_, "failure_class": cls, "title": f"{id_} title", "root_cause": f"{id_} root cause.",
+        "evidence": evidence, "references": ["https://github.com/huggingface/transformers/issues/1"],
+        "reproduce": {"reproducible": False, "reason": "test"},
+        "fixes": [] if cls == "out_of_scope" else [{"id": "f", "title": "t", "explanation": "e"}],
+    }
+    data.update(extra)
+    return data
+
+
+def write_kb(tmp_path: Path, entries: list[dict]):
+    for e in entries:
+        d = tmp_path / e["id"]
+        d.mkdir()
+        (d / "entry.yaml").write_text(yaml.safe_dump(e))
+    return load_kb(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("cond", "report", "expected"),
+    [
+        ({"exception": "did not return a loss"}, Report(exceptions=[NO_LOSS]), True),
+        ({"exception": "did not return a loss"}, Report(), False),
+        ({"exception_type": ["KeyError"]}, Report(exceptions=[NO_LOSS]), False),
+        ({"received_inputs_exclude": ["labels"]}, Report(received_inputs=["input_ids", "attention_mask"]), True),
+        ({"received_inputs_exclude": ["labels"]}, Report(received_inputs=["input_ids", "labels"]), False),
+        ({"received_inputs_exclude": ["labels"]}, Report(), False),  # unknown inputs prove nothing
+        ({"received_inputs_include": ["labels"]}, Report(received_inputs=["labels", "input_ids"]), True),
+        ({"returned_keys": ["last_hidden_state"]}, Report(returned_keys=["last_hidden_state"]), True),
+        ({"collator": ["DataCollatorForSeq2Seq"]}, Report(collator="DataCollatorForSeq2Seq"), True),
+        ({"trainer": ["Trainer"]}, Report(trainer="MyTrainer", trainer_bases=["Trainer"]), True),
+        ({"model_class": "^AutoModel$"}, Report(model_classes=["AutoModelForCausalLM"]), False),
+        ({"flag": {"fp16": True}}, Report(flags={"fp16": "True"}), True),
+        ({"flag": {"fp16": True}}, Report(flags={"fp16": False}), False),
+        ({"flag": {"max_length": "*"}}, Report(flags={"max_length": 512}), True),
+        ({"flag": {"gradient_accumulation_steps": 8}}, Report(flags={"gradient_accumulation_steps": "8"}), True),
+        ({"flag_absent": ["bf16"]}, Report(flags={"fp16": True}), True),
+        ({"metric": "loss_zero"}, Report(losses=[1.2, 0.0]), True),
+        ({"metric": "grad_norm_nan"}, Report(grad_norms=[math.nan]), True),
+        ({"metric": "loss_nan"}, Report(losses=[0.0]), False),
+        ({"version": {"trl": ">=0.15,<0.20"}}, Report(versions={"trl": "0.19.1"}), True),
+        ({"version": {"trl": ">=0.15,<0.20"}}, Report(versions={"trl": "1.16.0"}), False),
+        ({"version": {"trl": ">=0.15"}}, Report(), False),
+        ({"version": {"torch": ">=2.5"}}, Report(versions={"torch": "2.5.1+cu124"}), True),
+        ({"frame": "unsloth_zoo.*train_on"}, Report(frames=[Frame(file="/x/unsloth_zoo/a.py", function="train_on_responses_only")]), True),
+        ({"text": "all labels .* -100", "peft": True}, Report(text="Unsloth: All labels in your dataset are -100", uses_peft=True), True),
+        ({"text": "all labels .* -100", "peft": True}, Report(text="Unsloth: All labels in your dataset are -100"), False),
+        ({"call": ["train_on_responses_only"]}, Report(calls=["get_peft_model", "train_on_responses_only"]), True),
+        ({"section": ["pip"]}, Report(sections=["traceback"]), False),
+    ],
+)
+def test_condition(cond, report, expected):
+    assert holds(Condition.model_validate(cond), report) is expected
+
+
+def test_empty_condition_is_rejected():
+    with pytest.raises(ValueError):
+        Condition.model_validate({})
+
+
+def test_bad_regex_is_rejected():
+    with pytest.raises(ValueError, match="invalid regular expression"):
+        Condition.model_validate({"text": "(unclosed"})
+
+
+def test_ranking_uses_evidence_requires_and_excludes(tmp_path):
+    kb = write_kb(tmp_path, [
+        entry("no-labels", "labels_missing_in_dataset", [
+            {"why": "no loss", "when": {"exception": "did not return a loss"}, "weight": 2},
+            {"why": "no labels in inputs", "when": {"received_inputs_exclude": ["labels"]}, "weight": 3},
+        ]),
+        entry("seq2seq", "collator_does_not_create_labels", [
+            {"why": "no loss", "when": {"exception": "did not return a loss"}, "weight": 2},
+            {"why": "seq2seq collator", "when": {"collator": ["DataCollatorForSeq2Seq"]}, "weight": 3},
+        ]),
+        entry("gated", "labels_missing_in_dataset", [{"why": "w", "when": {"text": "loss"}, "weight": 9}],
+              excludes=[{"exception": "did not return"}]),
+        entry("needs-peft", "labels_missing_in_dataset", [{"why": "w", "when": {"text": "loss"}, "weight": 9}],
+              requires=[{"peft": True}]),
+    ])
+    report = Report(text="did not return a loss", exceptions=[NO_LOSS], received_inputs=["input_ids", "attention_mask"])
+    ranked = rank(report, kb, lexical=False)
+    assert [c.entry for c in ranked] == ["no-labels", "seq2seq"]
+    assert ranked[0].why == ["no loss", "no labels in inputs"]
+    assert ranked[0].score == 5 and ranked[1].score == 2
+
+    report2 = report.model_copy(update={"collator": "DataCollatorForSeq2Seq", "received_inputs": ["input_ids", "labels"]})
+    assert [c.entry for c in rank(report2, kb, lexical=False)][0] == "seq2seq"
+
+
+def test_min_score_and_negative_weights(tmp_path):
+    kb = write_kb(tmp_path, [
+        entry("weak", "fp16_overflow_nan", [
+            {"why": "nan", "when": {"metric": "grad_norm_nan"}, "weight": 1.5},
+            {"why": "bf16 used", "when": {"flag": {"bf16": True}}, "weight": -3},
+        ]),
+    ])
+    assert rank(Report(grad_norms=[math.nan]), kb, lexical=False) == []  # 1.5 < min_score 2
+    (tmp_path / "x").mkdir()
+    kb2 = write_kb(tmp_path / "x", [
+        entry("weak", "fp16_overflow_nan", [
+            {"why": "nan", "when": {"metric": "grad_norm_nan"}, "weight": 2.5},
+            {"why": "bf16 used", "when": {"flag": {"bf16": True}}, "weight": -3},
+        ]),
+    ])
+    assert [c.entry for c in rank(Report(grad_norms=[math.nan]), kb2, lexical=False)] == ["weak"]
+    assert rank(Report(grad_norms=[math.nan], flags={"bf16": True}), kb2, lexical=False) == []
+
+
+FILLER = [
+    "pad token padding batch size tokenizer", "fp16 overflow nan half precision", "gradient checkpointing reentrant grad_fn",
+    "deepspeed zero stage overlap comm", "classification labels dtype long float", "num items in batch signature compute",
+    "special tokens untrained embedding", "packing collator incompatible", "distributed multi gpu rank",
+    "bisect versions upgrade regression",
+]
+
+
+def test_lexical_fallback_for_prose(tmp_path):
+    kb = write_kb(tmp_path, [
+        entry("template", "response_template_not_found",
+              [{"why": "w", "when": {"warning": "Could not find response key"}, "weight": 5}],
+              keywords="response template completion only collator marker tokenized differently loss zero"),
+        entry("oom", "out_of_scope", [{"why": "w", "when": {"exception_type": ["OutOfMemoryError"]}, "weight": 5}],
+              keywords="cuda out of memory gpu memory batch size"),
+        # unrelated entries make the corpus realistic for BM25's document frequencies
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
+          for i, words in enumerate(FILLER)],
+    ])
+    prose = "my loss is zero when I use the completion only collator, is the response template tokenized differently?"
+    ranked = rank(Report(text=prose), kb)
+    assert ranked and ranked[0].entry == "template"
+    assert "wording" in ranked[0].why[-1]
+    assert rank(Report(text="hello there, thanks for the great library"), kb) == []
+
+
+def test_kb_rejects_unknown_keys_and_mismatched_dir(tmp_path):
+    from bot.errors import KnowledgeBaseError
+
+    bad = entry("a", "pad_token_missing", [{"why": "w", "when": {"text": "x"}}])
+    bad["colour"] = "blue"
+    with pytest.raises(KnowledgeBaseError, match="colour"):
+        write_kb(tmp_path, [bad])
+    d = tmp_path / "other"
+    d.mkdir()
+    (d / "entry.yaml").write_text(yaml.safe_dump(entry("b", "pad_token_missing", [{"why": "w", "when": {"text": "x"}}])))
+    root = tmp_path / "only"
+    root.mkdir()
+    d.rename(root / d.name)
+    with pytest.raises(KnowledgeBaseError, match="does not match its directory"):
+        load_kb(root)
