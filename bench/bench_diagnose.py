@@ -1,0 +1,101 @@
+"""Speed of the parse + match path (``diagnose --no-repro``), beside baselines from the same run.
+
+    python bench/bench_diagnose.py [--repeat 7]
+
+Targets (issue 3): cold ``diagnose --no-repro`` on a 20 KB report <= 0.4 s; in-process
+parse + match p50 <= 20 ms; parse time linear in size up to 10 MB (1 MB <= 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "trainer-seq2seq-collator.txt"
+
+
+def report_of_size(size: int) -> str:
+    """The bundled example padded with realistic noise (log lines, warnings) to `size` characters."""
+    base = EXAMPLE.read_text()
+    noise = (
+        "{'loss': 2.3456, 'grad_norm': 1.234, 'learning_rate': 1.9e-05, 'epoch': 0.12}\n"
+        "/usr/lib/python3/site-packages/torch/utils/checkpoint.py:86: UserWarning: None of the inputs have requires_grad=True\n"
+        " 12%|█▏        | 120/1000 [01:02<07:40,  1.91it/s]\n"
+    )
+    text = base
+    while len(text) < size:
+        text += noise
+    return text[:size]
+
+
+def timed(cmd: list[str], repeat: int, stdin: bytes | None = None) -> list[float]:
+    times = []
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def fmt(times: list[float]) -> str:
+    return f"median {statistics.median(times) * 1000:7.1f} ms  (min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}, n={len(times)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    py = sys.executable
+    diagnose = str(Path(py).with_name("diagnose"))
+    print(f"python {sys.version.split()[0]} on {os.cpu_count()} cores")
+
+    print("\n== cold process (subprocess wall time)")
+    print(f"baseline  python -c pass            {fmt(timed([py, '-c', 'pass'], args.repeat))}")
+    print(f"baseline  python -c 'import pydantic' {fmt(timed([py, '-c', 'import pydantic'], args.repeat))}")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write(report_of_size(20_000))
+    cold = timed([diagnose, "--no-repro", "--json", handle.name], args.repeat)
+    print(f"diagnose --no-repro --json 20 KB     {fmt(cold)}   target <= 400 ms")
+    os.unlink(handle.name)
+
+    print("\n== in process")
+    from bot.core import diagnose as run_diagnose
+    from bot.parse import parse_text
+    from knowledge.kb import default_kb
+    from knowledge.matcher import rank
+
+    kb = default_kb()
+    text = report_of_size(20_000)
+    rank(parse_text(text), kb)  # warm: KB loaded, lexical index built
+    samples = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        rank(parse_text(text), kb)
+        samples.append(time.perf_counter() - t0)
+    print(f"parse + match, 20 KB report          {fmt(samples)}   target p50 <= 20 ms")
+    samples = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        run_diagnose(parse_text(text), kb)
+        samples.append(time.perf_counter() - t0)
+    print(f"parse + diagnose (no repro), 20 KB   {fmt(samples)}")
+
+    print("\n== parse time by size (linear?)")
+    for size in (10_000, 100_000, 1_000_000, 10_000_000):
+        text = report_of_size(size)
+        t0 = time.perf_counter()
+        parse_text(text)
+        dt = time.perf_counter() - t0
+        print(f"parse {size / 1e6:6.2f} MB: {dt * 1000:9.1f} ms  ({dt / (size / 1e6):.3f} s/MB)")
+
+
+if __name__ == "__main__":
+    main()
