@@ -1,0 +1,947 @@
+"""Pasted text (tracebacks, code, logs, `pip list`, configs) -> `Report`.
+
+The text is redacted first (`bot.redact`), then normalised: ANSI codes, chat formatting
+(code fences, ``>`` quotes, Slack entities), rich boxes and CRLF go. Then each line is
+read once by small extractors. Every regex is linear (no nested quantifiers) and sees
+at most `MAX_LINE` characters of a line, so 1 MB parses in well under a second.
+
+>>> report = parse_text("ValueError: The model did not return a loss from the inputs, only the "
+...     "following keys: logits. For reference, the inputs it received are input_ids,attention_mask.")
+>>> report.exceptions[0].type, report.returned_keys, report.received_inputs
+('ValueError', ['logits'], ['input_ids', 'attention_mask'])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bot import code_facts as cf
+from bot.errors import UnreadableInput
+from bot.models import ExceptionInfo, Frame, Report
+from bot.redact import redact
+
+MAX_INPUT_BYTES = 50_000_000
+"""Inputs larger than this are refused."""
+KEEP_CHARS = 10_000_000
+"""Inputs larger than this keep only their head and tail."""
+KEEP_HEAD_CHARS = 2_000_000
+MAX_LINE = 4000
+"""Line extractors read at most this many characters of a line."""
+MAX_WARNINGS = 100
+MAX_FRAMES = 300
+MAX_EXCEPTIONS = 50
+MAX_VALUES = 10_000
+MAX_CONFIG_CHARS = 200_000
+
+SECTION_ORDER = ("traceback", "code", "log", "warnings", "pip", "env", "config", "prose")
+CODE_LANGS = frozenset({"python", "py", "python3", "py3", "ipython", "pycon", "jupyter"})
+CONFIG_LANGS = frozenset({"yaml", "yml", "json", "jsonc", "json5"})
+
+# ----------------------------------------------------------------------- public API
+
+
+def parse_text(text: str) -> Report:
+    """Read a paste into a `Report`; never raises on any string."""
+    return _build([(None, text if isinstance(text, str) else str(text), [])])
+
+
+def parse_bytes(data: bytes, name: str = "<stdin>", max_bytes: int = MAX_INPUT_BYTES) -> Report:
+    """Decode ``data`` and parse it.
+
+    Raises:
+        UnreadableInput: the input is empty, binary, or larger than ``max_bytes``.
+    """
+    text, notes = decode(data, name, max_bytes)
+    return _build([(None, text, notes)])
+
+
+def parse_files(parts: list[tuple[str, bytes]], max_bytes: int = MAX_INPUT_BYTES) -> Report:
+    """Parse several files into one `Report`; the extension is a hint (.py code, .yaml/.json config).
+
+    A file that cannot be read is skipped with a note. Raises `UnreadableInput` when none can be read.
+    """
+    pieces: list[tuple[str | None, str, list[str]]] = []
+    skipped: list[str] = []
+    for name, data in parts:
+        try:
+            text, notes = decode(data, name, max_bytes)
+        except UnreadableInput as exc:
+            skipped.append(str(exc))
+            continue
+        lowered = name.lower()
+        hint = "code" if lowered.endswith((".py", ".pyw")) else None
+        if lowered.endswith((".yaml", ".yml", ".json")):
+            hint = "config"
+        pieces.append((hint, text, notes))
+    if not pieces:
+        raise UnreadableInput(" ".join(skipped) or "No files were given.")
+    report = _build(pieces)
+    report.notes.extend(f"Skipped a file: {reason}" for reason in skipped)
+    return report
+
+
+def decode(data: bytes, name: str = "<stdin>", max_bytes: int = MAX_INPUT_BYTES) -> tuple[str, list[str]]:
+    """Bytes -> text and notes: UTF-8, UTF-16/32 with a BOM, else Latin-1 (with a note).
+
+    Raises:
+        UnreadableInput: empty, whitespace-only, binary, or larger than ``max_bytes``.
+    """
+    if len(data) > max_bytes:
+        raise UnreadableInput(
+            f"{name} is {len(data) / 1e6:.1f} MB, more than the {max_bytes / 1e6:.0f} MB limit. "
+            "Paste the traceback, the training code and the last log lines instead."
+        )
+    notes: list[str] = []
+    for bom, encoding in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                text = data.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+    else:
+        text = None
+    if text is None:
+        if _looks_binary(data):
+            raise UnreadableInput(
+                f"{name} looks like a binary file, not text. Paste the error message, code or log as text."
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
+            notes.append(f"{name} is not valid UTF-8; it was read as Latin-1, so some characters may be wrong.")
+    if not text.strip():
+        raise UnreadableInput(f"{name} is empty: there is nothing to diagnose.")
+    if _looks_binary_text(text):
+        raise UnreadableInput(f"{name} looks like a binary file, not text. Paste the error message, code or log as text.")
+    return text, notes
+
+
+def _looks_binary(data: bytes) -> bool:
+    sample = data[:65536]
+    if b"\x00" in sample:
+        return True
+    control = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27)) + sample.count(127)
+    return control > 0.1 * len(sample)
+
+
+def _looks_binary_text(text: str) -> bool:
+    sample = text[:65536]
+    if "\x00" in sample:
+        return True
+    control = sum(1 for c in sample if c < " " and c not in "\t\n\x0c\r\x1b")
+    return control > 0.1 * len(sample)
+
+
+# ----------------------------------------------------------------- normalisation
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]{0,1000}(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+_ENTITIES = (("&gt;", ">"), ("&lt;", "<"), ("&quot;", '"'), ("&#39;", "'"), ("&#x27;", "'"), ("&amp;", "&"))
+_QUOTE = re.compile(r"^ {0,3}(?:>>> |> ?)(?:> ?){0,5}")
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d{1,5}\]:\s?")
+_BOX_EDGE = re.compile(r"^[\s\u2500-\u257f]+|[\s\u2500-\u257f]+$")
+_BOX_SIDES = "│┃║"
+_BOX_CORNERS = "╭╰┏┗╔╚┌└"
+_FENCE = re.compile(r"^\s{0,3}(?:`{3,}|~{3,})\s*([\w+#.-]{0,20})\s*$")
+
+
+def normalise(text: str) -> str:
+    """Strip ANSI codes, CR, chat quoting and entities, rich box borders and rank prefixes."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    if "&" in text:
+        for entity, char in _ENTITIES:
+            text = text.replace(entity, char)
+    text = text.replace("\u00a0", " ").replace("\u200b", "").replace("\ufeff", "")
+    lines = text.split("\n")
+    quoted = sum(1 for line in lines[:2000] if line.startswith(">"))
+    strip_quotes = quoted >= max(1, len([ln for ln in lines[:2000] if ln.strip()]) // 3)
+    out = []
+    for line in lines:
+        if strip_quotes and line[:1] in (">", " "):
+            line = _QUOTE.sub("", line, count=1)
+        if line.startswith("["):
+            line = _RANK_PREFIX.sub("", line, count=1)
+        stripped = line.lstrip()
+        if stripped[:1] in _BOX_SIDES:
+            line = stripped[1:]
+            if line.startswith(" "):
+                line = line[1:]
+            tail = line.rstrip()
+            if tail[-1:] in _BOX_SIDES:
+                line = tail[:-1].rstrip()
+            if line.lstrip()[:1] in _BOX_CORNERS:
+                line = _BOX_EDGE.sub("", line)
+        elif stripped[:1] in _BOX_CORNERS:
+            line = _BOX_EDGE.sub("", line)
+        out.append(line)
+    return "\n".join(out)
+
+
+@dataclass
+class _Chunk:
+    lines: list[str]
+    lang: str | None = None
+
+
+def split_fences(text: str) -> list[_Chunk]:
+    """Split at markdown code fences, dropping the fence lines; keeps the fence language."""
+    chunks = [_Chunk([])]
+    inside = False
+    for line in text.split("\n"):
+        m = _FENCE.match(line) if "```" in line or "~~~" in line else None
+        if m:
+            if inside:
+                chunks.append(_Chunk([]))
+            else:
+                chunks.append(_Chunk([], m.group(1).lower() or None))
+            inside = not inside
+            continue
+        stripped = line.strip()
+        if stripped.startswith("```"):  # ```Traceback ... on one line (Slack)
+            rest = stripped[3:]
+            chunks.append(_Chunk([]))
+            inside = True
+            if rest.endswith("```"):
+                chunks[-1].lines.append(rest[:-3])
+                chunks.append(_Chunk([]))
+                inside = False
+            else:
+                chunks[-1].lines.append(rest)
+            continue
+        if inside and stripped.endswith("```"):
+            chunks[-1].lines.append(line.rstrip()[:-3])
+            chunks.append(_Chunk([]))
+            inside = False
+            continue
+        chunks[-1].lines.append(line)
+    return [c for c in chunks if any(line.strip() for line in c.lines)]
+
+
+# --------------------------------------------------------------- line patterns
+
+_TB_HEADER = "Traceback (most recent call last)"
+_JUPYTER_HEADER = re.compile(r"^([A-Za-z_][\w.]{0,100})\s+Traceback \(most recent call last\)")
+_CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
+_FRAME_STD = re.compile(r'^File "([^"\n]{1,1000})", line (\d+)(?:, in (\S{1,200}))?')
+_FRAME_JUPYTER = re.compile(r"^File (\S[^\n]{0,1000}?):(\d+)(?:, in ([\w.<>]{1,200}))?")
+_FRAME_CELL = re.compile(r"^(Cell In\s?\[\d{1,6}\]), line (\d+)(?:, in ([\w.<>]{1,200}))?")
+_FRAME_OLD_IPY = re.compile(r"^(<ipython-input-[^>\s]{1,100}>|\S{1,1000}\.py) in ([\w.<>]{1,200})\(")
+_FRAME_RICH = re.compile(r"^(\S{1,1000}\.py|<[^>\s]{1,100}>):(\d+) in (\S{1,200})$")
+_ARROW_LINE = re.compile(r"^-+>\s{0,8}(\d+)")
+_EXC_LINE = re.compile(r"^((?:[A-Za-z_]\w{0,80}\.){0,10}([A-Za-z_]\w{0,100}))(?::(?: (.*))?)?$")
+_EXC_IN_PROSE = re.compile(r"\b((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Z]\w{0,60}(?:Error|Exception))): (\S.{0,2000})")
+_EXC_NAMES = re.compile(r"(?:Error|Exception|Interrupt|Exit|Iteration|Failure|Fault)$")
+_BARE_EXC = frozenset({"KeyboardInterrupt", "StopIteration", "SystemExit", "AssertionError", "MemoryError"})
+_STOP_MESSAGE = re.compile(
+    r"^(?:\{['\"]|\[(?:INFO|WARNING|ERROR|DEBUG)|wandb:|\s*\d{1,3}%\||[$#] |\(\w+\) \S|import |from \S+ import |"
+    r"(?:\w+Warning|WARNING|INFO|ERROR)[:\]| ])"
+)
+
+_RETURNED_KEYS = re.compile(r"only the following keys: ([\w ,.\[\]'\"-]{0,2000}?)\.? For reference")
+_RECEIVED = re.compile(r"the inputs it received are ([\w ,\[\]'\"-]{0,2000})")
+
+_LOSS = re.compile(
+    r"(?i)(?<![\w])['\"]?((?:train(?:ing)?_|eval_|val(?:idation)?_)?loss|grad_norm)['\"]?\s{0,4}[:=]\s{0,4}"
+    r"(?:tensor\()?([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?))(?![\w])"
+)
+_TABLE_HEADER = re.compile(r"(?i)training loss")
+_TABLE_COLUMN = re.compile(r"(?i)training loss|validation loss|eval(?:uation)? loss|grad(?:ient)? norm|learning rate|no log|[a-z_]+")
+_TABLE_SPLIT = re.compile(r"[|\t ]+")
+_NUMBER = re.compile(r"(?i)^[-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?)$")
+_GA_STEPS = re.compile(r"(?i)gradient accumulation steps = (\d{1,6})")
+_BATCH_PER_DEVICE = re.compile(r"(?i)(?:instantaneous )?batch size per device = (\d{1,6})")
+
+_WARNING_TYPE = re.compile(r"\b[A-Z]\w{0,40}Warning: ")
+_WARNING_LOG = re.compile(r"(?:^|[\[\s|:])WARNING(?:[\]\s|:]|$)|^W\d{4} ")
+_WARNING_PHRASES = (
+    "Could not find response key",
+    "Could not find instruction key",
+    "None of the inputs have requires_grad=True",
+    "is incompatible with gradient checkpointing",
+    "have been ignored:",
+    "Setting `pad_token_id` to `eos_token_id`",
+)
+
+_PIP_HEADER = re.compile(r"^Package\s+Version\b")
+_PIP_ROW = re.compile(r"^([A-Za-z0-9][\w.-]{0,100})\s+(\d{1,8}(?:\.\w{1,20}){0,8}[\w.+!-]{0,40})(?:\s+\S{1,300}){0,3}\s*$")
+_FREEZE_ROW = re.compile(r"^([A-Za-z0-9][\w.-]{0,100})\s*===?\s*(\d[\w.+!-]{0,60})\s*(?:;.*)?$")
+_ENV_ROW = re.compile(
+    r"^\s{0,4}[-*]\s{1,4}`?([A-Za-z][\w .-]{0,40}?)`?\s+[Vv]ersion(?:\s{0,4}\([^)\n]{0,40}\))?\s{0,4}:\s{0,8}(\S{1,80})"
+)
+_BANNER_MARKS = ("==((====))==", "O^O/", "\\\\   /|", "Unsloth", "CUDA Toolkit", "Bfloat16 =")
+_BANNER_UNSLOTH = re.compile(r"Unsloth:?\s{1,4}(?:Fast \w{1,40} patching release\s{1,4})?(\d{4}\.\d{1,2}(?:\.\d{1,4})?)")
+_BANNER_FAMILY = re.compile(r"Fast (\w{1,40}) patching")
+_BANNER_LIB = re.compile(
+    r"\b(Transformers|Torch|Triton|Xformers|Bitsandbytes|vLLM|TRL|PEFT|Datasets)\s{0,4}[:=]?\s{0,4}(\d[\w.+]{0,40})"
+)
+_BANNER_CUDA = re.compile(r"CUDA Toolkit\s{0,4}[:=]\s{0,4}(\d[\d.]{0,20})")
+_PROSE_VERSION = re.compile(
+    r"(?i)(?<![\w/.\\-])(transformers|trl|peft|torch|pytorch|datasets|accelerate|unsloth[_-]zoo|unsloth|bitsandbytes"
+    r"|deepspeed|flash[_-]attn|flash[_-]attention|xformers|tokenizers|llamafactory|llama[_-]factory|axolotl|python"
+    r"|cuda|triton|vllm|safetensors|huggingface[_-]hub|liger[_-]kernel|numpy)"
+    r"(?:\s{0,4}(?:==|=|:)\s{0,4}|\s{1,4}(?:version\s{0,4}(?:is\s{1,4})?[:=]?\s{0,4})?|-(?=\d))v?(\d{1,5}(?:\.\d{1,8}){1,4}[\w.+-]{0,30})"
+)
+_VERSION_ALIASES = {
+    "pytorch": "torch",
+    "flash-attention": "flash-attn",
+    "flash-attention-2": "flash-attn",
+    "llama-factory": "llamafactory",
+    "hf-hub": "huggingface-hub",
+    "huggingface-hub": "huggingface-hub",
+    "cuda-toolkit": "cuda",
+}
+
+_CODE_STRONG = re.compile(
+    r"^\s*(?:import [A-Za-z_]|from [\w.]{1,100} import |def \w{1,100}\s*\(|async def |class \w{1,100}\s*[(:]|"
+    r"@[A-Za-z_][\w.]{0,100}(?:\(|$)|if __name__|for \w{1,40}(?:\s*,\s*\w{1,40}){0,4} in |with [\w(]|return\b|"
+    r"try:|except\b|elif |else:|while |print\()"
+)
+_CODE_ASSIGN = re.compile(
+    r"^\s*[A-Za-z_][\w.]{0,100}(?:\[[^\]\n]{0,100}\])?(?:\s*,\s*[A-Za-z_][\w.]{0,100}){0,5}\s*[-+*/|]?=(?!=)"
+)
+_CODE_CALL = re.compile(r"^\s*[A-Za-z_][\w.]{0,100}\(")
+_CLOSING = (")", "]", "}")
+_YAML_KEY = re.compile(r"^\s{0,40}([A-Za-z_][\w.-]{0,80}):(?:\s+\S|\s*$)")
+_YAML_ITEM = re.compile(r"^\s{0,40}- \S")
+_NOT_CONFIG_KEYS = frozenset({"INFO", "WARNING", "ERROR", "DEBUG", "CRITICAL", "wandb", "Traceback", "Note", "Error"})
+_LOG_MARKS = re.compile(r"\*{5} Running|it/s\]|s/it\]|\d%\||\b(?:INFO|DEBUG)\b|'train_runtime'|Num examples = ")
+_PROSE = re.compile(r"^[A-Za-z\"'(][^{}<>|]{10,}$")
+_WORD = re.compile(r"[A-Za-z']{2,}")
+
+
+# ------------------------------------------------------------------------ state
+
+
+@dataclass
+class _State:
+    text_parts: list[str] = field(default_factory=list)
+    sections: set[str] = field(default_factory=set)
+    exceptions: list[ExceptionInfo] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    warning_count: int = 0
+    strong_versions: dict[str, str] = field(default_factory=dict)
+    weak_versions: dict[str, str] = field(default_factory=dict)
+    facts: cf.CodeFacts = field(default_factory=cf.CodeFacts)
+    log_flags: dict[str, int] = field(default_factory=dict)
+    banner_family: str | None = None
+    redacted: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    prose_lines: list[str] = field(default_factory=list)
+
+    def report(self) -> Report:
+        facts = self.facts
+        flags = dict(facts.flags)
+        for key, value in self.log_flags.items():
+            flags.setdefault(key, value)
+        versions = dict(self.weak_versions)
+        versions.update(self.strong_versions)
+        returned, received = _loss_message_keys(self.messages)
+        names = facts.model_names + facts.model_classes + facts.config_classes
+        model_type = cf.model_type_of(names) or (cf.model_type_of([self.banner_family]) if self.banner_family else None)
+        if self.warning_count > len(self.warnings):
+            self.notes.append(
+                f"{self.warning_count} warning lines were seen; {len(self.warnings)} distinct ones are kept."
+            )
+        return Report(
+            text="\n".join(self.text_parts),
+            sections=[s for s in SECTION_ORDER if s in self.sections],
+            exceptions=self.exceptions[:MAX_EXCEPTIONS],
+            frames=self.frames,
+            returned_keys=returned,
+            received_inputs=received,
+            losses=self.losses[-MAX_VALUES:],
+            eval_losses=self.eval_losses[-MAX_VALUES:],
+            grad_norms=self.grad_norms[-MAX_VALUES:],
+            warnings=self.warnings,
+            versions=versions,
+            model_classes=facts.model_classes,
+            model_names=facts.model_names,
+            model_type=model_type,
+            trainer=facts.trainer,
+            trainer_bases=facts.trainer_bases,
+            collator=facts.collator,
+            collator_kwargs=facts.collator_kwargs,
+            dataset_columns=facts.dataset_columns,
+            dataset_format=cf.dataset_format_of(facts.dataset_columns, flags),
+            calls=facts.calls,
+            defined_functions=facts.defined_functions,
+            flags=flags,
+            uses_peft=facts.uses_peft,
+            redacted=sorted(self.redacted),
+            notes=self.notes,
+        )
+
+
+def _build(pieces: list[tuple[str | None, str, list[str]]]) -> Report:
+    state = _State()
+    for hint, raw, notes in pieces:
+        state.notes.extend(notes)
+        try:
+            _read_piece(state, hint, raw)
+        except Exception as exc:  # noqa: BLE001 - the parser must never raise on input
+            state.notes.append(f"Part of the input could not be parsed ({type(exc).__name__}); results may be incomplete.")
+    if not state.exceptions:
+        try:
+            _exceptions_in_prose(state)
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        return state.report()
+    except Exception as exc:  # noqa: BLE001 - e.g. a value pydantic refuses
+        state.notes.append(f"The report could not be completed ({type(exc).__name__}).")
+        return Report(text="\n".join(state.text_parts), redacted=sorted(state.redacted), notes=state.notes)
+
+
+def _read_piece(state: _State, hint: str | None, raw: str) -> None:
+    text, kinds = redact(raw)
+    state.redacted.update(kinds)
+    if len(text) > KEEP_CHARS:
+        head_end = text.rfind("\n", 0, KEEP_HEAD_CHARS) + 1 or KEEP_HEAD_CHARS
+        tail_start = text.find("\n", len(text) - (KEEP_CHARS - KEEP_HEAD_CHARS)) + 1 or len(text) - (
+            KEEP_CHARS - KEEP_HEAD_CHARS
+        )
+        state.notes.append(
+            f"The input is {len(text) / 1e6:.1f} million characters; only the first {head_end / 1e6:.1f} and "
+            f"the last {(len(text) - tail_start) / 1e6:.1f} million were read."
+        )
+        text = text[:head_end] + text[tail_start:]
+    text = normalise(text)
+    text, kinds = redact(text)  # secrets hidden by entities or ANSI codes
+    state.redacted.update(kinds)
+    state.text_parts.append(text)
+    if hint == "code":
+        _read_code(state, text)
+        return
+    if hint == "config" and _read_config(state, text):
+        return
+    for chunk in split_fences(text):
+        _read_chunk(state, chunk)
+
+
+def _read_chunk(state: _State, chunk: _Chunk) -> None:
+    lines = chunk.lines
+    has_traceback = any(_TB_HEADER in line or line.lstrip().startswith('File "') for line in lines[:20000])
+    if chunk.lang in CODE_LANGS and not has_traceback:
+        code = "\n".join(lines)
+        if _read_code(state, code):
+            return
+    if chunk.lang in CONFIG_LANGS and _read_config(state, "\n".join(lines)):
+        return
+    kind = ["text"] * len(lines)
+    _read_tracebacks(state, lines, kind)
+    _find_code_runs(state, lines, kind)
+    _find_configs(state, lines, kind)
+    _read_text_lines(state, lines, kind)
+
+
+# --------------------------------------------------------------------- tracebacks
+
+
+def _library(path: str) -> str | None:
+    """Top-level package of a file path, None for user code."""
+    normal = path.replace("\\", "/")
+    m = re.search(r"/(?:site|dist)-packages/([^/]{1,200})", normal)
+    if m:
+        name = m.group(1)
+        if name.endswith(".py"):
+            name = name[:-3]
+        return name.split("-")[0] if ".dist-info" in name or ".egg" in name else name
+    if "unsloth_compiled_cache" in normal:
+        return "unsloth"
+    m = re.search(r"/src/(transformers|trl|peft|accelerate|datasets|llamafactory|axolotl|unsloth|unsloth_zoo)/", normal)
+    if m:
+        return m.group(1)
+    if re.search(r"/lib/python\d[\d.]{0,6}/[^/]{1,200}$|/lib/python\d[\d.]{0,6}/(?!site-|dist-)[^/]{1,100}/", normal):
+        return "python"
+    return None
+
+
+def _add_frame(state: _State, file: str, line: str | None, function: str | None) -> None:
+    if len(state.frames) >= MAX_FRAMES:
+        return
+    function = function.split("(")[0].rsplit(".", 1)[-1] if function else None
+    frame = Frame(file=file, line=int(line) if line else None, function=function, library=_library(file))
+    if not state.frames or state.frames[-1] != frame:
+        state.frames.append(frame)
+
+
+def _exception_type(name: str) -> bool:
+    return bool(_EXC_NAMES.search(name)) or name in _BARE_EXC
+
+
+def _read_tracebacks(state: _State, lines: list[str], kind: list[str]) -> None:
+    in_traceback = False
+    pending_jupyter: str | None = None
+    old_ipython_frame = False
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i][:MAX_LINE]
+        stripped = line.strip()
+        if not stripped:
+            i += 1
+            continue
+        first = stripped[0]
+        if _TB_HEADER in stripped:
+            kind[i] = "tb"
+            in_traceback = True
+            state.sections.add("traceback")
+            m = _JUPYTER_HEADER.match(stripped)
+            if m and _exception_type(m.group(1).rsplit(".", 1)[-1]):
+                if pending_jupyter:
+                    _add_exception(state, pending_jupyter, "")
+                pending_jupyter = m.group(1).rsplit(".", 1)[-1]
+            i += 1
+            continue
+        if stripped.startswith(_CHAIN):
+            kind[i] = "tb"
+            i += 1
+            continue
+        frame = None
+        if first == "F":
+            frame = _FRAME_STD.match(stripped) or _FRAME_JUPYTER.match(stripped)
+        elif first == "C":
+            frame = _FRAME_CELL.match(stripped)
+        elif first in "/<~.\\" or (len(stripped) > 2 and stripped[1] == ":"):
+            frame = _FRAME_RICH.match(stripped)
+            if frame is None and in_traceback:
+                old = _FRAME_OLD_IPY.match(stripped)
+                if old:
+                    _add_frame(state, old.group(1), None, old.group(2))
+                    old_ipython_frame = True
+                    kind[i] = "tb"
+                    i += 1
+                    continue
+        if frame:
+            _add_frame(state, frame.group(1), frame.group(2), frame.group(3))
+            kind[i] = "tb"
+            in_traceback = True
+            state.sections.add("traceback")
+            i += 1
+            continue
+        if in_traceback and first == "-" and old_ipython_frame:
+            arrow = _ARROW_LINE.match(stripped)
+            if arrow and state.frames and state.frames[-1].line is None:
+                state.frames[-1] = state.frames[-1].model_copy(update={"line": int(arrow.group(1))})
+        m = _EXC_LINE.match(stripped) if (first.isalpha() or first == "_") else None
+        if m and _exception_type(m.group(2)) and (m.group(3) is not None or in_traceback or pending_jupyter):
+            if m.group(3) is None and ":" not in stripped and not in_traceback and not pending_jupyter:
+                i += 1
+                continue
+            message_lines = [m.group(3) or ""]
+            kind[i] = "tb"
+            j = i + 1
+            while j < n and j - i <= 30 and sum(len(x) for x in message_lines) < 5000:
+                nxt = lines[j][:MAX_LINE]
+                nxt_stripped = nxt.strip()
+                if not nxt_stripped or _ends_message(nxt_stripped):
+                    break
+                message_lines.append(nxt_stripped)
+                kind[j] = "tb"
+                j += 1
+            exc_type = m.group(2)
+            _add_exception(state, exc_type, "\n".join(message_lines).strip())
+            if pending_jupyter == exc_type:
+                pending_jupyter = None
+            in_traceback = False
+            old_ipython_frame = False
+            state.sections.add("traceback")
+            i = j
+            continue
+        if in_traceback:
+            kind[i] = "tb"  # source lines, carets, ipython context lines
+        i += 1
+    if pending_jupyter:
+        _add_exception(state, pending_jupyter, "")
+
+
+def _ends_message(stripped: str) -> bool:
+    if _TB_HEADER in stripped or stripped.startswith(_CHAIN) or _STOP_MESSAGE.match(stripped):
+        return True
+    if stripped.startswith(('File "', "File ", "Cell In")) and (_FRAME_STD.match(stripped) or _FRAME_JUPYTER.match(stripped)):
+        return True
+    m = _EXC_LINE.match(stripped)
+    return bool(m and m.group(3) is not None and _exception_type(m.group(2)))
+
+
+def _add_exception(state: _State, exc_type: str, message: str) -> None:
+    info = ExceptionInfo(type=exc_type, message=message)
+    if state.exceptions and state.exceptions[-1] == info:
+        return  # the same error printed by several ranks
+    state.exceptions.append(info)
+    state.messages.append(message)
+
+
+def _exceptions_in_prose(state: _State) -> None:
+    """'I get ValueError: ...' inside a sentence, when no exception line was found."""
+    for text in state.text_parts:
+        for line in text.split("\n")[:200_000]:
+            line = line[:MAX_LINE]
+            if "Error" not in line and "Exception" not in line:
+                continue
+            m = _EXC_IN_PROSE.search(line)
+            if m and "Warning" not in m.group(2):
+                _add_exception(state, m.group(2), m.group(3).strip().rstrip("`'\""))
+                state.sections.add("traceback")
+                if len(state.exceptions) >= 5:
+                    return
+
+
+def _loss_message_keys(messages: Iterable[str]) -> tuple[list[str] | None, list[str] | None]:
+    for message in messages:
+        flat = " ".join(message.split())
+        if "only the following keys" not in flat:
+            continue
+        returned = _RETURNED_KEYS.search(flat)
+        received = _RECEIVED.search(flat)
+        return (
+            _key_list(returned.group(1)) if returned else None,
+            _key_list(received.group(1)) if received else None,
+        )
+    return None, None
+
+
+def _key_list(text: str) -> list[str]:
+    items = [item.strip(" .[]'\"") for item in text.split(",")]
+    return [item for item in items if item]
+
+
+# --------------------------------------------------------------------------- code
+
+
+def _read_code(state: _State, code: str) -> bool:
+    facts = cf.code_facts(code)
+    found = facts.parsed or any(
+        (facts.model_classes, facts.trainer, facts.collator, facts.flags, facts.calls, facts.defined_functions)
+    )
+    if found:
+        state.sections.add("code")
+        state.facts.add(facts)
+    return found
+
+
+def _is_code_start(line: str) -> bool:
+    return bool(_CODE_STRONG.match(line) or _CODE_ASSIGN.match(line) or _CODE_CALL.match(line))
+
+
+def _find_code_runs(state: _State, lines: list[str], kind: list[str]) -> None:
+    n = len(lines)
+    i = 0
+    while i < n:
+        line = lines[i][:MAX_LINE]
+        if kind[i] != "text" or not line.strip() or not _is_code_start(line):
+            i += 1
+            continue
+        start, strong, j = i, bool(_CODE_STRONG.match(line)), i + 1
+        count = 1
+        while j < n and kind[j] == "text":
+            nxt = lines[j][:MAX_LINE]
+            stripped = nxt.strip()
+            if not stripped or nxt[:1] in (" ", "\t") or stripped.startswith(_CLOSING) or stripped.startswith("#"):
+                j += 1
+                continue
+            if _is_code_start(nxt):
+                strong = strong or bool(_CODE_STRONG.match(nxt))
+                count += 1
+                j += 1
+                continue
+            break
+        end = j
+        while end > start and not lines[end - 1].strip():
+            end -= 1
+        if strong or count >= 2 or "(" in line or "=" in line:
+            if _read_code(state, "\n".join(lines[start:end])):
+                for k in range(start, end):
+                    kind[k] = "code"
+        i = max(j, i + 1)
+
+
+# ------------------------------------------------------------------------- configs
+
+
+def _load_yaml(text: str) -> object:
+    import yaml  # imported here: only configs need it
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except Exception:  # noqa: BLE001 - yaml raises many kinds
+        return None
+
+
+def _config_mapping(text: str) -> dict | None:
+    if len(text) > MAX_CONFIG_CHARS:
+        return None
+    stripped = text.strip()
+    value: object = None
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            value = None
+    if value is None:
+        value = _load_yaml(text)
+    if isinstance(value, dict) and len(value) >= 2:
+        return value
+    return None
+
+
+def _read_config(state: _State, text: str) -> bool:
+    mapping = _config_mapping(text)
+    if mapping is None or _is_log_dict(mapping):
+        return False
+    state.sections.add("config")
+    state.facts.add(cf.config_facts(mapping))
+    if "zero_optimization" in mapping:
+        state.facts.flags.setdefault("deepspeed", True)
+    return True
+
+
+def _is_log_dict(mapping: dict) -> bool:
+    return any(k in mapping for k in ("loss", "eval_loss", "train_loss", "grad_norm")) and (
+        "epoch" in mapping or "learning_rate" in mapping or "step" in mapping or len(mapping) <= 6
+    )
+
+
+def _find_configs(state: _State, lines: list[str], kind: list[str]) -> None:
+    n = len(lines)
+    i = 0
+    while i < n:
+        line = lines[i][:MAX_LINE]
+        stripped = line.strip()
+        if kind[i] != "text" or not stripped:
+            i += 1
+            continue
+        if stripped == "{" or stripped.startswith('{"') and not _LOSS.search(stripped):
+            depth, j, size = 0, i, 0
+            while j < n and size < MAX_CONFIG_CHARS:
+                depth += lines[j].count("{") - lines[j].count("}")
+                size += len(lines[j])
+                j += 1
+                if depth <= 0:
+                    break
+            if _read_config(state, "\n".join(lines[i:j])):
+                kind[i:j] = ["config"] * (j - i)
+                i = j
+                continue
+        m = _YAML_KEY.match(line)
+        if m and m.group(1) not in _NOT_CONFIG_KEYS:
+            j, keys = i, set()
+            while j < n and kind[j] == "text":
+                candidate = lines[j][:MAX_LINE]
+                key = _YAML_KEY.match(candidate)
+                if key:
+                    keys.add(key.group(1))
+                elif candidate.strip() and not _YAML_ITEM.match(candidate) and not candidate.lstrip().startswith("#"):
+                    if not candidate[:1].isspace():
+                        break
+                j += 1
+            if len(keys) >= 3 and not keys & _NOT_CONFIG_KEYS and _read_config(state, "\n".join(lines[i:j])):
+                kind[i:j] = ["config"] * (j - i)
+                i = j
+                continue
+        i += 1
+
+
+# ----------------------------------------------------------------- logs, versions
+
+
+def _number(text: str) -> float | None:
+    lowered = text.lower().lstrip("+")
+    if lowered in ("nan", "-nan"):
+        return math.nan
+    try:
+        return float(lowered)
+    except ValueError:
+        return None
+
+
+def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
+    n = len(lines)
+    table: list[str] | None = None
+    pip_header = False
+    pip_run: list[tuple[str, str]] = []
+    for i in range(n):
+        if kind[i] == "code" or kind[i] == "config":
+            _flush_pip(state, pip_run, pip_header)
+            table, pip_header, pip_run = None, False, []
+            continue
+        line = lines[i][:MAX_LINE]
+        stripped = line.strip()
+        if not stripped:
+            continue
+        in_tb = kind[i] == "tb"
+        # versions
+        pip_row = None if in_tb else _PIP_ROW.match(stripped)
+        if _PIP_HEADER.match(stripped):
+            pip_header = True
+            _flush_pip(state, pip_run, False)
+            pip_run = []
+            continue
+        if pip_row and any(c.isalpha() for c in pip_row.group(1)) and not stripped.startswith(("Step", "Epoch")):
+            pip_run.append((pip_row.group(1), pip_row.group(2)))
+            continue
+        if set(stripped) <= {"-", " ", "="} and pip_header:
+            continue
+        if pip_run:
+            _flush_pip(state, pip_run, pip_header)
+            pip_run, pip_header = [], False
+        if not in_tb:
+            _read_versions(state, stripped)
+        # logs
+        if table is not None:
+            if _read_table_row(state, table, stripped):
+                continue
+            table = None
+        if not in_tb and _TABLE_HEADER.search(stripped) and "=" not in stripped and ":" not in stripped:
+            table = [t.lower() for t in _TABLE_COLUMN.findall(stripped)]
+            state.sections.add("log")
+            continue
+        lowered = stripped.lower()
+        if not in_tb and ("loss" in lowered or "grad_norm" in lowered):
+            _read_losses(state, stripped)
+        if not in_tb and _LOG_MARKS.search(stripped):
+            state.sections.add("log")
+            if "=" in stripped:
+                for rx, flag in ((_GA_STEPS, "gradient_accumulation_steps"), (_BATCH_PER_DEVICE, "per_device_train_batch_size")):
+                    m = rx.search(stripped)
+                    if m:
+                        state.log_flags.setdefault(flag, int(m.group(1)))
+        # warnings
+        if "arning" in stripped or "WARNING" in stripped or "Could not find" in stripped or "ignored" in stripped:
+            _read_warning(state, stripped)
+        elif not in_tb and "prose" not in state.sections and _PROSE.match(stripped):
+            words = stripped.split()
+            if len(words) >= 4 and len(_WORD.findall(stripped)) * 2 >= len(words):
+                state.sections.add("prose")
+    _flush_pip(state, pip_run, pip_header)
+
+
+def _flush_pip(state: _State, rows: list[tuple[str, str]], header: bool) -> None:
+    if not rows or (not header and len(rows) < 3):
+        return
+    state.sections.add("pip")
+    for name, version in rows:
+        state.strong_versions[_version_key(name)] = version
+
+
+def _version_key(name: str) -> str:
+    key = re.sub(r"[-_.\s]+", "-", name.strip().lower())
+    return _VERSION_ALIASES.get(key, key)
+
+
+def _clean_version(version: str) -> str:
+    return version.rstrip(".,;:)")
+
+
+def _read_versions(state: _State, stripped: str) -> None:
+    if "==" in stripped or "===" in stripped:
+        m = _FREEZE_ROW.match(stripped)
+        if m:
+            state.strong_versions[_version_key(m.group(1))] = _clean_version(m.group(2))
+            state.sections.add("pip")
+            return
+    if "ersion" in stripped:
+        m = _ENV_ROW.match(stripped)
+        if m:
+            value = m.group(2)
+            if value[:1].isdigit():
+                name = m.group(1).strip().strip("`")
+                key = {"huggingface_hub": "huggingface-hub", "hf hub": "huggingface-hub"}.get(name.lower(), name)
+                state.strong_versions[_version_key(key)] = _clean_version(value)
+            state.sections.add("env")
+            return
+    if any(mark in stripped for mark in _BANNER_MARKS):
+        found = False
+        for m in _BANNER_UNSLOTH.finditer(stripped):
+            state.strong_versions["unsloth"] = _clean_version(m.group(1))
+            found = True
+        m = _BANNER_FAMILY.search(stripped)
+        if m:
+            state.banner_family = state.banner_family or m.group(1)
+            found = True
+        for m in _BANNER_LIB.finditer(stripped):
+            state.strong_versions[_version_key(m.group(1))] = _clean_version(m.group(2))
+            found = True
+        m = _BANNER_CUDA.search(stripped)
+        if m:
+            state.strong_versions["cuda"] = _clean_version(m.group(1))
+            found = True
+        if found:
+            state.sections.add("env")
+            return
+    if any(c.isdigit() for c in stripped):
+        for m in _PROSE_VERSION.finditer(stripped):
+            state.weak_versions.setdefault(_version_key(m.group(1)), _clean_version(m.group(2)))
+
+
+def _read_losses(state: _State, stripped: str) -> None:
+    found = False
+    for m in _LOSS.finditer(stripped):
+        value = _number(m.group(2))
+        if value is None:
+            continue
+        key = m.group(1).lower()
+        if key == "grad_norm":
+            state.grad_norms.append(value)
+        elif key.startswith(("eval", "val")):
+            state.eval_losses.append(value)
+        else:
+            state.losses.append(value)
+        found = True
+    if found:
+        state.sections.add("log")
+
+
+def _read_table_row(state: _State, columns: list[str], stripped: str) -> bool:
+    """One row of a notebook `Step | Training Loss | Validation Loss` table; False ends the table."""
+    if set(stripped) <= {"|", "-", ":", " ", "+", "="}:
+        return True
+    cells = [c for c in _TABLE_SPLIT.split(stripped.replace("No log", "-").replace("no log", "-")) if c]
+    if len(cells) != len(columns) or not cells or not cells[0].replace(".", "").isdigit():
+        return False
+    for column, cell in zip(columns, cells):
+        if cell == "-" or not _NUMBER.match(cell):
+            continue
+        value = _number(cell)
+        if value is None:
+            continue
+        if column == "training loss":
+            state.losses.append(value)
+        elif column in ("validation loss", "eval loss", "evaluation loss"):
+            state.eval_losses.append(value)
+        elif column in ("grad norm", "gradient norm"):
+            state.grad_norms.append(value)
+    return True
+
+
+def _read_warning(state: _State, stripped: str) -> None:
+    if not (
+        _WARNING_TYPE.search(stripped)
+        or _WARNING_LOG.search(stripped)
+        or any(phrase in stripped for phrase in _WARNING_PHRASES)
+    ):
+        return
+    state.sections.add("warnings")
+    state.warning_count += 1
+    text = stripped if len(stripped) <= 500 else stripped[:497] + "..."
+    if text not in state.warnings and len(state.warnings) < MAX_WARNINGS:
+        state.warnings.append(text)
