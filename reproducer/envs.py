@@ -306,7 +306,7 @@ class EnvManager:
     def pip_command(self, python: Path, plan: InstallPlan) -> list[str]:
         """The pip install command for ``plan`` into the environment of ``python``."""
         command = [self.base_python, "-m", "pip", "--python", str(python), "install",
-                   "--only-binary=:all:", "--no-input", "--progress-bar", "off"]
+                   "--only-binary=:all:", "--no-input", "--progress-bar=off"]
         if self.settings.pip_index_url:
             command += ["--index-url", self.settings.pip_index_url]
         return command + plan.requirements()
@@ -390,7 +390,7 @@ class EnvManager:
     def _python_version(self) -> str:
         if self.base_python == sys.executable:
             return f"{sys.version_info.major}.{sys.version_info.minor}"
-        out = subprocess.run([self.base_python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        out = subprocess.run([self.base_python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], env=self.pip_env(),
                              capture_output=True, text=True, check=True)
         return out.stdout.strip()
 
