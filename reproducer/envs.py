@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
@@ -35,7 +34,7 @@ from packaging.version import Version
 from bot.errors import BotError
 from bot.settings import Settings, get_settings
 from bot.storage import Storage
-from reproducer.versions import STACK, InstallPlan, install_plan
+from reproducer.versions import STACK, InstallPlan, install_plan, installed_versions
 
 MARKER = ".lossdoctor-env.json"
 """Written last, atomically: a directory without it is a half-built environment."""
@@ -158,17 +157,6 @@ def is_locked(path: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
-
-
-def installed_versions() -> dict[str, str]:
-    """The training stack of the interpreter lossdoctor runs in."""
-    found = {}
-    for name in STACK:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 def satisfies(versions: Mapping[str, str], plan: InstallPlan) -> bool:

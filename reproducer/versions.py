@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from importlib import metadata
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -141,6 +142,26 @@ def select_versions(report: Report) -> VersionSelection:
 def requested_versions(report: Report) -> dict[str, str]:
     """Training-stack package -> clean PEP 440 version, from ``report.versions``."""
     return select_versions(report).requested
+
+
+def installed_versions() -> dict[str, str]:
+    """The training stack of the interpreter lossdoctor runs in."""
+    found = {}
+    for name in STACK:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def differs_from_installed(versions: dict[str, str]) -> bool:
+    """True when a stated version (torch aside: it is never matched) differs from the installed one."""
+    here = installed_versions()
+    for name, version in check_pins(versions).items():
+        if name != "torch" and (name not in here or Version(here[name]).public != version):
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from reproducer.versions import (
     VersionRefused,
     check_pins,
     clean_version,
+    differs_from_installed,
     install_plan,
+    installed_versions,
     requested_versions,
     select_versions,
 )
@@ -116,3 +118,10 @@ def test_any_input_gives_plain_requirements_or_a_refusal(versions):
     for requirement in plan.requirements():
         assert _REQUIREMENT.fullmatch(requirement), requirement
     assert re.fullmatch(r"[a-z0-9._-]+", plan.key("3.11"))
+
+
+def test_differs_from_installed_ignores_torch():
+    here = installed_versions()
+    assert not differs_from_installed({"trl": here["trl"], "transformers": here["transformers"], "torch": "2.5.1"})
+    assert differs_from_installed({"trl": "0.19.1"})
+    assert not differs_from_installed({})
