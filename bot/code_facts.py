@@ -129,6 +129,7 @@ def code_facts(source: str) -> CodeFacts:
             _AstReader(facts).read(tree)
         else:
             _read_pieces(source, facts)
+            facts.add(_regex_facts(source))  # keyword dumps such as `TrainingArguments(\nfp16=True,\n...)`
     _finish_flags(facts.flags)
     return facts
 
@@ -221,6 +222,9 @@ def _string(node: ast.AST | None) -> str | None:
     return None
 
 
+_INTERESTING = (ast.Assign, ast.Call, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef, ast.Subscript, ast.Lambda)
+
+
 class _AstReader:
     def __init__(self, facts: CodeFacts) -> None:
         self.facts = facts
@@ -232,30 +236,35 @@ class _AstReader:
 
     def read(self, tree: ast.Module) -> None:
         self.facts.parsed = True
-        nodes = list(ast.walk(tree))
-        for node in nodes:  # first pass: names, and functions given to .map()
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        by_type: dict[type, list[ast.AST]] = {t: [] for t in _INTERESTING}
+        for node in ast.walk(tree):
+            bucket = by_type.get(type(node))
+            if bucket is not None:
+                bucket.append(node)
+        functions = by_type[ast.FunctionDef] + by_type[ast.AsyncFunctionDef]
+        for node in by_type[ast.Assign]:  # first: names, user trainers and functions given to .map()
+            if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 self.assigned[node.targets[0].id] = node.value
-            elif isinstance(node, ast.Call) and _last(_dotted(node.func)) in ("map", "filter") and node.args:
-                if isinstance(node.args[0], ast.Name):
+        for node in by_type[ast.Call]:
+            if node.args and isinstance(node.args[0], ast.Name) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("map", "filter"):
                     self.mapped_functions.add(node.args[0].id)
-            elif isinstance(node, ast.ClassDef):
-                self._class(node)
-        for node in nodes:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in self.mapped_functions:
+        for node in by_type[ast.ClassDef]:
+            self._class(node)
+        for node in functions:
+            if node.name in self.mapped_functions:
                 self.row_names.update(a.arg for a in node.args.args[:1])
-        for node in nodes:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                self._function(node)
-            elif isinstance(node, ast.Call):
-                self._call(node)
-            elif isinstance(node, ast.Assign):
-                self._assign(node)
-            elif isinstance(node, ast.Subscript):
-                self._subscript(node)
-            elif isinstance(node, ast.Lambda):
-                if isinstance(node.body, ast.Dict):
-                    self._columns_from_dict(node.body)
+        for node in functions:
+            self._function(node)
+        for node in by_type[ast.Call]:
+            self._call(node)
+        for node in by_type[ast.Assign]:
+            self._assign(node)
+        for node in by_type[ast.Subscript]:
+            self._subscript(node)
+        for node in by_type[ast.Lambda]:
+            if isinstance(node.body, ast.Dict):
+                self._columns_from_dict(node.body)
         if not self.facts.model_names:
             _extend(self.facts.model_names, self.tokenizer_names)
         if self.user_trainers:
@@ -458,6 +467,20 @@ def _token_value(node: ast.AST) -> FlagValue:
     return _value(node)
 
 
+_SIMPLE_ASSIGN = re.compile(r"^\s*([a-z_]\w{0,60})\s*=\s*(\S.{0,300})$")
+
+
+def assignment_flag(text: str) -> tuple[str, FlagValue] | None:
+    """``('packing', True)`` for the text ``packing=True`` (an inline setting in a sentence)."""
+    m = _SIMPLE_ASSIGN.match(text)
+    if not m:
+        return None
+    tree = _parse(m.group(2))
+    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return None
+    return m.group(1), _value(tree.body[0].value)
+
+
 # ----------------------------------------------------------------- regex fallback
 
 _RX_LOADER = re.compile(r"\b([A-Z]\w{0,80})\.from_(?:pretrained|config)\(\s*(?:[\w_]{1,40}\s*=\s*)?(?:[\"']([^\"'\n]{1,200})[\"'])?")
@@ -487,6 +510,9 @@ def _regex_facts(source: str) -> CodeFacts:
     current = ""  # the call whose keyword arguments we are reading
     for line in source.split("\n")[:5000]:
         line = line[:2000]
+        scan_from = 0
+        if line.strip() in (")", "),"):
+            current = ""
         for m in _RX_CALL.finditer(line):
             name = m.group(1)
             if name in NOTABLE_CALLS:
@@ -498,9 +524,9 @@ def _regex_facts(source: str) -> CodeFacts:
             if name in ("LoraConfig", "get_peft_model"):
                 facts.uses_peft = True
             if TRAINING_ARGS_CLASSES.match(name) or TRAINER_CLASS.match(name) or name.startswith("DataCollator"):
-                current = name
+                current, scan_from = name, m.end()
         if current and (TRAINING_ARGS_CLASSES.match(current) or current.startswith("DataCollator")):
-            for m in _RX_KWARG.finditer(line):
+            for m in _RX_KWARG.finditer(line, scan_from):
                 key, raw = m.group(1), m.group(2).strip()
                 tree = _parse(raw)
                 value: FlagValue = raw

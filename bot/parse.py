@@ -165,29 +165,47 @@ def normalise(text: str) -> str:
         for entity, char in _ENTITIES:
             text = text.replace(entity, char)
     text = text.replace("\u00a0", " ").replace("\u200b", "").replace("\ufeff", "")
+    has_box = any(c in text for c in _BOX_SIDES + _BOX_CORNERS)
+    has_rank = "[rank" in text or "[default" in text
+    has_quote = text.startswith(">") or "\n>" in text or "\n >" in text
+    if not (has_box or has_rank or has_quote):
+        return text
     lines = text.split("\n")
     quoted = sum(1 for line in lines[:2000] if line.startswith(">"))
     strip_quotes = quoted >= max(1, len([ln for ln in lines[:2000] if ln.strip()]) // 3)
     out = []
     for line in lines:
-        if strip_quotes and line[:1] in (">", " "):
+        if not line:
+            out.append(line)
+            continue
+        if has_quote and (line.startswith(">>> ") or strip_quotes and line[0] in "> "):
             line = _QUOTE.sub("", line, count=1)
-        if line.startswith("["):
+        if has_rank and line.startswith("["):
             line = _RANK_PREFIX.sub("", line, count=1)
-        stripped = line.lstrip()
-        if stripped[:1] in _BOX_SIDES:
-            line = stripped[1:]
-            if line.startswith(" "):
-                line = line[1:]
-            tail = line.rstrip()
-            if tail[-1:] in _BOX_SIDES:
-                line = tail[:-1].rstrip()
-            if line.lstrip()[:1] in _BOX_CORNERS:
-                line = _BOX_EDGE.sub("", line)
-        elif stripped[:1] in _BOX_CORNERS:
-            line = _BOX_EDGE.sub("", line)
+        if has_box:
+            line = _unbox(line)
         out.append(line)
     return "\n".join(out)
+
+
+def _unbox(line: str) -> str:
+    """Drop rich panel borders: '│ text │' -> 'text', '╭── Title ──╮' -> 'Title'."""
+    stripped = line.lstrip()
+    first = stripped[:1]
+    if not first:
+        return line
+    if first in _BOX_SIDES:
+        line = stripped[1:]
+        if line.startswith(" "):
+            line = line[1:]
+        tail = line.rstrip()
+        if tail and tail[-1] in _BOX_SIDES:
+            line = tail[:-1].rstrip()
+        if line.lstrip()[:1] and line.lstrip()[0] in _BOX_CORNERS:
+            line = _BOX_EDGE.sub("", line)
+    elif first in _BOX_CORNERS:
+        line = _BOX_EDGE.sub("", line)
+    return line
 
 
 @dataclass
@@ -198,6 +216,8 @@ class _Chunk:
 
 def split_fences(text: str) -> list[_Chunk]:
     """Split at markdown code fences, dropping the fence lines; keeps the fence language."""
+    if "```" not in text and "~~~" not in text:
+        return [_Chunk(text.split("\n"))]
     chunks = [_Chunk([])]
     inside = False
     for line in text.split("\n"):
@@ -227,7 +247,7 @@ def split_fences(text: str) -> list[_Chunk]:
             inside = False
             continue
         chunks[-1].lines.append(line)
-    return [c for c in chunks if any(line.strip() for line in c.lines)]
+    return [c for c in chunks if c.lines and (len(c.lines) > 1 or c.lines[0].strip())]
 
 
 # --------------------------------------------------------------- line patterns
@@ -240,6 +260,7 @@ _FRAME_JUPYTER = re.compile(r"^File (\S[^\n]{0,1000}?):(\d+)(?:, in ([\w.<>]{1,2
 _FRAME_CELL = re.compile(r"^(Cell In\s?\[\d{1,6}\]), line (\d+)(?:, in ([\w.<>]{1,200}))?")
 _FRAME_OLD_IPY = re.compile(r"^(<ipython-input-[^>\s]{1,100}>|\S{1,1000}\.py) in ([\w.<>]{1,200})\(")
 _FRAME_RICH = re.compile(r"^(\S{1,1000}\.py|<[^>\s]{1,100}>):(\d+) in (\S{1,200})$")
+_FRAME_RICH_SPLIT = re.compile(r"^(\S{1,1000}\.py|<[^>\s]{1,100}>):(\d+) in$")
 _ARROW_LINE = re.compile(r"^-+>\s{0,8}(\d+)")
 _EXC_LINE = re.compile(r"^((?:[A-Za-z_]\w{0,80}\.){0,10}([A-Za-z_]\w{0,100}))(?::(?: (.*))?)?$")
 _EXC_IN_PROSE = re.compile(r"\b((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Z]\w{0,60}(?:Error|Exception))): (\S.{0,2000})")
@@ -253,8 +274,8 @@ _STOP_MESSAGE = re.compile(
 _RETURNED_KEYS = re.compile(r"only the following keys: ([\w ,.\[\]'\"-]{0,2000}?)\.? For reference")
 _RECEIVED = re.compile(r"the inputs it received are ([\w ,\[\]'\"-]{0,2000})")
 
-_LOSS = re.compile(
-    r"(?i)(?<![\w])['\"]?((?:train(?:ing)?_|eval_|val(?:idation)?_)?loss|grad_norm)['\"]?\s{0,4}[:=]\s{0,4}"
+_LOSS = re.compile(  # searched in the lower-cased line
+    r"((?:train(?:ing)?_|eval_|val(?:idation)?_)?loss|grad_norm)['\"]?\s{0,4}[:=]\s{0,4}"
     r"(?:tensor\()?([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?))(?![\w])"
 )
 _TABLE_HEADER = re.compile(r"(?i)training loss")
@@ -288,8 +309,12 @@ _BANNER_LIB = re.compile(
     r"\b(Transformers|Torch|Triton|Xformers|Bitsandbytes|vLLM|TRL|PEFT|Datasets)\s{0,4}[:=]?\s{0,4}(\d[\w.+]{0,40})"
 )
 _BANNER_CUDA = re.compile(r"CUDA Toolkit\s{0,4}[:=]\s{0,4}(\d[\d.]{0,20})")
-_PROSE_VERSION = re.compile(
-    r"(?i)(?<![\w/.\\-])(transformers|trl|peft|torch|pytorch|datasets|accelerate|unsloth[_-]zoo|unsloth|bitsandbytes"
+_VERSION_HINT = re.compile(
+    r"transformers|trl|peft|torch|datasets|accelerate|unsloth|bitsandbytes|deepspeed|flash|xformers|tokenizers"
+    r"|llama|axolotl|python|cuda|triton|vllm|safetensors|hub|liger|numpy"
+)
+_PROSE_VERSION = re.compile(  # searched in the lower-cased line
+    r"(?<![\w/.\\-])(transformers|trl|peft|torch|pytorch|datasets|accelerate|unsloth[_-]zoo|unsloth|bitsandbytes"
     r"|deepspeed|flash[_-]attn|flash[_-]attention|xformers|tokenizers|llamafactory|llama[_-]factory|axolotl|python"
     r"|cuda|triton|vllm|safetensors|huggingface[_-]hub|liger[_-]kernel|numpy)"
     r"(?:\s{0,4}(?:==|=|:)\s{0,4}|\s{1,4}(?:version\s{0,4}(?:is\s{1,4})?[:=]?\s{0,4})?|-(?=\d))v?(\d{1,5}(?:\.\d{1,8}){1,4}[\w.+-]{0,30})"
@@ -319,6 +344,7 @@ _YAML_ITEM = re.compile(r"^\s{0,40}- \S")
 _NOT_CONFIG_KEYS = frozenset({"INFO", "WARNING", "ERROR", "DEBUG", "CRITICAL", "wandb", "Traceback", "Note", "Error"})
 _LOG_MARKS = re.compile(r"\*{5} Running|it/s\]|s/it\]|\d%\||\b(?:INFO|DEBUG)\b|'train_runtime'|Num examples = ")
 _PROSE = re.compile(r"^[A-Za-z\"'(][^{}<>|]{10,}$")
+_INLINE_CODE = re.compile(r"`([^`\n]{3,500})`")
 _WORD = re.compile(r"[A-Za-z']{2,}")
 
 
@@ -446,10 +472,11 @@ def _read_chunk(state: _State, chunk: _Chunk) -> None:
     if chunk.lang in CONFIG_LANGS and _read_config(state, "\n".join(lines)):
         return
     kind = ["text"] * len(lines)
-    _read_tracebacks(state, lines, kind)
-    _find_code_runs(state, lines, kind)
-    _find_configs(state, lines, kind)
-    _read_text_lines(state, lines, kind)
+    stripped = [line[:MAX_LINE].strip() if line else "" for line in lines]
+    _read_tracebacks(state, stripped, kind)
+    _find_code_runs(state, lines, stripped, kind)
+    _find_configs(state, lines, stripped, kind)
+    _read_text_lines(state, stripped, kind)
 
 
 # --------------------------------------------------------------------- tracebacks
@@ -488,14 +515,14 @@ def _exception_type(name: str) -> bool:
 
 
 def _read_tracebacks(state: _State, lines: list[str], kind: list[str]) -> None:
+    """Frames and exception chains; ``lines`` are stripped. Marks the lines it used as 'tb'."""
     in_traceback = False
     pending_jupyter: str | None = None
     old_ipython_frame = False
     i = 0
     n = len(lines)
     while i < n:
-        line = lines[i][:MAX_LINE]
-        stripped = line.strip()
+        stripped = lines[i]
         if not stripped:
             i += 1
             continue
@@ -522,6 +549,13 @@ def _read_tracebacks(state: _State, lines: list[str], kind: list[str]) -> None:
             frame = _FRAME_CELL.match(stripped)
         elif first in "/<~.\\" or (len(stripped) > 2 and stripped[1] == ":"):
             frame = _FRAME_RICH.match(stripped)
+            split = _FRAME_RICH_SPLIT.match(stripped) if frame is None else None
+            if split and i + 1 < n and lines[i + 1].isidentifier():
+                _add_frame(state, split.group(1), split.group(2), lines[i + 1])
+                kind[i] = kind[i + 1] = "tb"
+                in_traceback = True
+                i += 2
+                continue
             if frame is None and in_traceback:
                 old = _FRAME_OLD_IPY.match(stripped)
                 if old:
@@ -550,8 +584,7 @@ def _read_tracebacks(state: _State, lines: list[str], kind: list[str]) -> None:
             kind[i] = "tb"
             j = i + 1
             while j < n and j - i <= 30 and sum(len(x) for x in message_lines) < 5000:
-                nxt = lines[j][:MAX_LINE]
-                nxt_stripped = nxt.strip()
+                nxt_stripped = lines[j]
                 if not nxt_stripped or _ends_message(nxt_stripped):
                     break
                 message_lines.append(nxt_stripped)
@@ -639,38 +672,39 @@ def _read_code(state: _State, code: str) -> bool:
 
 
 def _is_code_start(line: str) -> bool:
+    line = line[:MAX_LINE]
     return bool(_CODE_STRONG.match(line) or _CODE_ASSIGN.match(line) or _CODE_CALL.match(line))
 
 
-def _find_code_runs(state: _State, lines: list[str], kind: list[str]) -> None:
+def _find_code_runs(state: _State, lines: list[str], stripped: list[str], kind: list[str]) -> None:
+    """Unfenced Python: a code-like line plus following code-like, indented or closing lines."""
     n = len(lines)
     i = 0
     while i < n:
-        line = lines[i][:MAX_LINE]
-        if kind[i] != "text" or not line.strip() or not _is_code_start(line):
+        first = stripped[i][:1]
+        if kind[i] != "text" or not first or not (first.isalpha() or first in "_@") or not _is_code_start(lines[i]):
             i += 1
             continue
+        line = lines[i]
         start, strong, j = i, bool(_CODE_STRONG.match(line)), i + 1
         count = 1
         while j < n and kind[j] == "text":
-            nxt = lines[j][:MAX_LINE]
-            stripped = nxt.strip()
-            if not stripped or nxt[:1] in (" ", "\t") or stripped.startswith(_CLOSING) or stripped.startswith("#"):
+            text = stripped[j]
+            if not text or lines[j][:1] in (" ", "\t") or text[0] in ")]}#":
                 j += 1
                 continue
-            if _is_code_start(nxt):
-                strong = strong or bool(_CODE_STRONG.match(nxt))
+            if (text[0].isalpha() or text[0] in "_@") and _is_code_start(lines[j][:MAX_LINE]):
+                strong = strong or bool(_CODE_STRONG.match(lines[j][:MAX_LINE]))
                 count += 1
                 j += 1
                 continue
             break
         end = j
-        while end > start and not lines[end - 1].strip():
+        while end > start and not stripped[end - 1]:
             end -= 1
         if strong or count >= 2 or "(" in line or "=" in line:
-            if _read_code(state, "\n".join(lines[start:end])):
-                for k in range(start, end):
-                    kind[k] = "code"
+            if _read_code(state, "\n".join(lines[start:end])) or end - start >= 50:
+                kind[start:end] = ["code"] * (end - start)
         i = max(j, i + 1)
 
 
@@ -721,16 +755,17 @@ def _is_log_dict(mapping: dict) -> bool:
     )
 
 
-def _find_configs(state: _State, lines: list[str], kind: list[str]) -> None:
+def _find_configs(state: _State, lines: list[str], stripped_lines: list[str], kind: list[str]) -> None:
+    """Unfenced YAML (3+ `key: value` lines) and JSON objects that load as a mapping."""
     n = len(lines)
     i = 0
     while i < n:
-        line = lines[i][:MAX_LINE]
-        stripped = line.strip()
-        if kind[i] != "text" or not stripped:
+        stripped = stripped_lines[i]
+        if kind[i] != "text" or not stripped or not (stripped[0].isalpha() or stripped[0] in "_{"):
             i += 1
             continue
-        if stripped == "{" or stripped.startswith('{"') and not _LOSS.search(stripped):
+        line = lines[i][:MAX_LINE]
+        if stripped == "{" or stripped.startswith('{"') and not _LOSS.search(stripped.lower()):
             depth, j, size = 0, i, 0
             while j < n and size < MAX_CONFIG_CHARS:
                 depth += lines[j].count("{") - lines[j].count("}")
@@ -747,6 +782,9 @@ def _find_configs(state: _State, lines: list[str], kind: list[str]) -> None:
             j, keys = i, set()
             while j < n and kind[j] == "text":
                 candidate = lines[j][:MAX_LINE]
+                if not stripped_lines[j]:
+                    j += 1
+                    continue
                 key = _YAML_KEY.match(candidate)
                 if key:
                     keys.add(key.group(1))
@@ -775,64 +813,87 @@ def _number(text: str) -> float | None:
 
 
 def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
-    n = len(lines)
+    """Versions, log values, notebook tables, warnings and prose; ``lines`` are stripped."""
     table: list[str] | None = None
     pip_header = False
     pip_run: list[tuple[str, str]] = []
-    for i in range(n):
+    for i, stripped in enumerate(lines):
+        if not stripped:
+            continue
         if kind[i] == "code" or kind[i] == "config":
             _flush_pip(state, pip_run, pip_header)
             table, pip_header, pip_run = None, False, []
             continue
-        line = lines[i][:MAX_LINE]
-        stripped = line.strip()
-        if not stripped:
-            continue
         in_tb = kind[i] == "tb"
-        # versions
-        pip_row = None if in_tb else _PIP_ROW.match(stripped)
-        if _PIP_HEADER.match(stripped):
-            pip_header = True
-            _flush_pip(state, pip_run, False)
-            pip_run = []
-            continue
-        if pip_row and any(c.isalpha() for c in pip_row.group(1)) and not stripped.startswith(("Step", "Epoch")):
-            pip_run.append((pip_row.group(1), pip_row.group(2)))
-            continue
-        if set(stripped) <= {"-", " ", "="} and pip_header:
-            continue
+        lowered = stripped.lower()
+        log_line = stripped[0] == "{" or "%|" in stripped or "it/s]" in stripped
+        # pip list / conda list rows
+        if not in_tb and not log_line:
+            if stripped.startswith("Package") and _PIP_HEADER.match(stripped):
+                _flush_pip(state, pip_run, False)
+                pip_header, pip_run = True, []
+                continue
+            pip_row = _PIP_ROW.match(stripped) if stripped[0].isalnum() else None
+            if pip_row and not stripped[0].isdigit() and not stripped.startswith(("Step", "Epoch")):
+                pip_run.append((pip_row.group(1), pip_row.group(2)))
+                continue
+            if pip_header and set(stripped) <= {"-", " ", "="}:
+                continue
         if pip_run:
             _flush_pip(state, pip_run, pip_header)
             pip_run, pip_header = [], False
-        if not in_tb:
-            _read_versions(state, stripped)
-        # logs
+        if not in_tb and not log_line:
+            _read_versions(state, stripped, lowered)
+        # notebook tables and log lines
         if table is not None:
             if _read_table_row(state, table, stripped):
                 continue
             table = None
-        if not in_tb and _TABLE_HEADER.search(stripped) and "=" not in stripped and ":" not in stripped:
+        if not in_tb and "training loss" in lowered and "=" not in stripped and ":" not in stripped:
             table = [t.lower() for t in _TABLE_COLUMN.findall(stripped)]
             state.sections.add("log")
             continue
-        lowered = stripped.lower()
         if not in_tb and ("loss" in lowered or "grad_norm" in lowered):
-            _read_losses(state, stripped)
-        if not in_tb and _LOG_MARKS.search(stripped):
-            state.sections.add("log")
-            if "=" in stripped:
-                for rx, flag in ((_GA_STEPS, "gradient_accumulation_steps"), (_BATCH_PER_DEVICE, "per_device_train_batch_size")):
+            _read_losses(state, lowered)
+        if not in_tb:
+            if log_line or _LOG_MARKS.search(stripped):
+                state.sections.add("log")
+            if " = " in stripped and ("steps = " in lowered or "per device = " in lowered):
+                for rx, flag in (
+                    (_GA_STEPS, "gradient_accumulation_steps"),
+                    (_BATCH_PER_DEVICE, "per_device_train_batch_size"),
+                ):
                     m = rx.search(stripped)
                     if m:
                         state.log_flags.setdefault(flag, int(m.group(1)))
-        # warnings
-        if "arning" in stripped or "WARNING" in stripped or "Could not find" in stripped or "ignored" in stripped:
+            if "`" in stripped:
+                _read_inline_code(state, stripped)
+        # warnings, prose
+        if "Warning" in stripped or "WARNING" in stripped or "warning" in stripped or "Could not find" in stripped or (
+            "ignored" in stripped
+        ):
             _read_warning(state, stripped)
-        elif not in_tb and "prose" not in state.sections and _PROSE.match(stripped):
+        elif not in_tb and not log_line and "prose" not in state.sections and _PROSE.match(stripped):
             words = stripped.split()
             if len(words) >= 4 and len(_WORD.findall(stripped)) * 2 >= len(words):
                 state.sections.add("prose")
     _flush_pip(state, pip_run, pip_header)
+
+
+def _read_inline_code(state: _State, stripped: str) -> None:
+    """Code in `backticks` inside a sentence: `DataCollatorForSeq2Seq(tok)`, `packing=True`."""
+    for m in _INLINE_CODE.finditer(stripped):
+        span = m.group(1)
+        setting = cf.assignment_flag(span)
+        if setting:
+            state.facts.flags.setdefault(*setting)
+            state.facts.add(cf.CodeFacts(flags=cf.config_flags({setting[0]: setting[1]})))
+            continue
+        if "(" in span:
+            facts = cf.code_facts(span)
+            if facts.parsed and (facts.flags or facts.collator or facts.model_classes or facts.trainer or facts.calls):
+                state.facts.add(facts)
+                state.sections.add("code")
 
 
 def _flush_pip(state: _State, rows: list[tuple[str, str]], header: bool) -> None:
@@ -852,8 +913,8 @@ def _clean_version(version: str) -> str:
     return version.rstrip(".,;:)")
 
 
-def _read_versions(state: _State, stripped: str) -> None:
-    if "==" in stripped or "===" in stripped:
+def _read_versions(state: _State, stripped: str, lowered: str) -> None:
+    if "==" in stripped:
         m = _FREEZE_ROW.match(stripped)
         if m:
             state.strong_versions[_version_key(m.group(1))] = _clean_version(m.group(2))
@@ -869,37 +930,48 @@ def _read_versions(state: _State, stripped: str) -> None:
                 state.strong_versions[_version_key(key)] = _clean_version(value)
             state.sections.add("env")
             return
-    if any(mark in stripped for mark in _BANNER_MARKS):
-        found = False
-        for m in _BANNER_UNSLOTH.finditer(stripped):
-            state.strong_versions["unsloth"] = _clean_version(m.group(1))
-            found = True
-        m = _BANNER_FAMILY.search(stripped)
-        if m:
-            state.banner_family = state.banner_family or m.group(1)
-            found = True
-        for m in _BANNER_LIB.finditer(stripped):
-            state.strong_versions[_version_key(m.group(1))] = _clean_version(m.group(2))
-            found = True
-        m = _BANNER_CUDA.search(stripped)
-        if m:
-            state.strong_versions["cuda"] = _clean_version(m.group(1))
-            found = True
-        if found:
-            state.sections.add("env")
+    if "unsloth" in lowered or "O^O" in stripped or "==((" in stripped or "\\   /|" in stripped or (
+        "toolkit" in lowered or "bfloat16 =" in lowered
+    ):
+        if _read_banner(state, stripped):
             return
-    if any(c.isdigit() for c in stripped):
-        for m in _PROSE_VERSION.finditer(stripped):
+    if "." in stripped and _VERSION_HINT.search(lowered):
+        for m in _PROSE_VERSION.finditer(lowered):
             state.weak_versions.setdefault(_version_key(m.group(1)), _clean_version(m.group(2)))
 
 
-def _read_losses(state: _State, stripped: str) -> None:
+def _read_banner(state: _State, stripped: str) -> bool:
+    """Unsloth's start-up banner: library versions, the CUDA toolkit and the patched model family."""
     found = False
-    for m in _LOSS.finditer(stripped):
+    for m in _BANNER_UNSLOTH.finditer(stripped):
+        state.strong_versions["unsloth"] = _clean_version(m.group(1))
+        found = True
+    m = _BANNER_FAMILY.search(stripped)
+    if m:
+        state.banner_family = state.banner_family or m.group(1)
+        found = True
+    for m in _BANNER_LIB.finditer(stripped):
+        state.strong_versions[_version_key(m.group(1))] = _clean_version(m.group(2))
+        found = True
+    m = _BANNER_CUDA.search(stripped)
+    if m:
+        state.strong_versions["cuda"] = _clean_version(m.group(1))
+        found = True
+    if found:
+        state.sections.add("env")
+    return found
+
+
+def _read_losses(state: _State, lowered: str) -> None:
+    found = False
+    for m in _LOSS.finditer(lowered):
+        start = m.start()
+        if start and (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
+            continue
         value = _number(m.group(2))
         if value is None:
             continue
-        key = m.group(1).lower()
+        key = m.group(1)
         if key == "grad_norm":
             state.grad_norms.append(value)
         elif key.startswith(("eval", "val")):
