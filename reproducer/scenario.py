@@ -103,3 +103,5 @@ class Scenario(BaseModel):
     learning_rate: float = 1e-2
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    versions: dict[str, str] = Field(default_factory=dict)
+    """Library versions to run on (package -> version), set by the `upgrade` op; empty: the installed stack."""

@@ -156,15 +156,15 @@ def response_template_text(s: dict) -> str:
 
 
 def _split_row(s: dict, prompt: str, response: str) -> tuple[str, str]:
-    """Prompt part (question + marker) and response part of a text row.
+    """Prompt part (question, newline, marker) and response part of a text row.
 
-    The marker is written without trailing whitespace and the response follows after one
-    space, so a marker that the user wrote with a trailing space does not appear with the
-    same token ids in context (BPE merges the space into the next word).
+    The data always holds the marker on its own line without surrounding whitespace,
+    followed by one space and the response. A marker that the user wrote with other
+    whitespace (a leading space, a trailing space) is then tokenised differently on its
+    own than in context, as happens with real BPE tokenizers.
     """
-    marker = response_template_text(s).rstrip()
-    sep = "" if marker[:1].isspace() else "\n"
-    return f"{INSTRUCTION_PREFIX} {prompt}{sep}{marker}", f" {response}"
+    marker = response_template_text(s).strip()
+    return f"{INSTRUCTION_PREFIX} {prompt}\n{marker}", f" {response}"
 
 
 def _prompts_and_responses(s: dict) -> list[tuple[str, str]]:
@@ -183,7 +183,7 @@ def marker_ids(s: dict, tok) -> list[int]:
     if s["dataset_format"] == "messages":
         return tok.encode(CHAT_RESPONSE_MARKER, add_special_tokens=False)
     prompt_part, response_part = _split_row(s, "the cat", "the dog")
-    marker = response_template_text(s).rstrip()
+    marker = response_template_text(s).strip()
     text = prompt_part + response_part
     start = len(prompt_part) - len(marker)
     end = len(prompt_part)

@@ -1,0 +1,77 @@
+"""Ops on the data collator and the completion-only response template."""
+
+from __future__ import annotations
+
+from reproducer.ops import changed, register
+from reproducer.scenario import Scenario
+from reproducer.tiny import DEFAULT_RESPONSE_TEMPLATE
+
+# -- fixes
+
+
+@register
+def remove_data_collator(scenario: Scenario) -> Scenario:
+    """Fix: pass no data_collator, so the trainer picks its own (SFTTrainer builds labels)."""
+    return changed(scenario, collator="default", collator_kwargs={})
+
+
+@register
+def use_lm_collator(scenario: Scenario) -> Scenario:
+    """Fix: DataCollatorForLanguageModeling(mlm=False) builds labels from input_ids.
+
+    It would fail on (or overwrite) a labels column, so the dataset keeps none.
+    """
+    return changed(
+        scenario, collator="DataCollatorForLanguageModeling", collator_kwargs={"mlm": scenario.head == "masked_lm"},
+        labels_mode="none",
+    )
+
+
+@register
+def use_seq2seq_collator(scenario: Scenario) -> Scenario:
+    """Fix: DataCollatorForSeq2Seq, which pads an existing labels column with -100."""
+    return changed(scenario, collator="DataCollatorForSeq2Seq", collator_kwargs={})
+
+
+@register
+def response_template_in_context(scenario: Scenario) -> Scenario:
+    """Fix: give the collator the response template as token ids taken from a tokenised row."""
+    return changed(scenario, response_template_in_context=True)
+
+
+# -- faults
+
+
+@register
+def use_completion_only_collator(scenario: Scenario) -> Scenario:
+    """Fault setup: TRL's DataCollatorForCompletionOnlyLM (re-implemented on trl >= 0.20)."""
+    return changed(scenario, collator="DataCollatorForCompletionOnlyLM", collator_kwargs={})
+
+
+@register
+def standalone_response_template(scenario: Scenario) -> Scenario:
+    """Fault: the response template is written with a leading space and tokenised on its own.
+
+    ' ### Answer:' alone gives other token ids than '\\n### Answer:' inside a row, so the
+    completion-only collator never finds it and masks every label.
+    """
+    marker = (scenario.response_template or DEFAULT_RESPONSE_TEMPLATE).strip()
+    return changed(scenario, response_template=f" {marker}", response_template_in_context=False)
+
+
+@register
+def seq2seq_collator_without_labels(scenario: Scenario) -> Scenario:
+    """Fault: DataCollatorForSeq2Seq on rows without labels: it emits labels=None (the Unsloth seed)."""
+    return changed(scenario, collator="DataCollatorForSeq2Seq", collator_kwargs={})
+
+
+@register
+def padding_collator(scenario: Scenario) -> Scenario:
+    """Fault: DataCollatorWithPadding, which pads input_ids only and creates no labels."""
+    return changed(scenario, collator="DataCollatorWithPadding", collator_kwargs={})
+
+
+@register
+def collator_drops_labels(scenario: Scenario) -> Scenario:
+    """Fault: a hand-written collator that returns input_ids/attention_mask only."""
+    return changed(scenario, collator="custom_drop_labels", collator_kwargs={})
