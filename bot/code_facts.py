@@ -605,7 +605,7 @@ def _finish_flags(flags: dict[str, FlagValue]) -> None:
         flags["modules_to_save"] = flags["lora_modules_to_save"]
     deepspeed = flags.get("deepspeed")
     if isinstance(deepspeed, str) and "zero_stage" not in flags:
-        m = re.search(r"(?:zero|z|stage)[_-]?([0-3])\b", deepspeed, re.I)
+        m = re.search(r"(?:zero|z|stage)[_-]?([0-3])(?![0-9])", deepspeed, re.I)
         if m:
             flags["zero_stage"] = int(m.group(1))
 

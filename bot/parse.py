@@ -29,6 +29,9 @@ MAX_INPUT_BYTES = 50_000_000
 KEEP_CHARS = 10_000_000
 """Inputs larger than this keep only their head and tail."""
 KEEP_HEAD_CHARS = 2_000_000
+MAX_LINES = 1_000_000
+"""Inputs with more lines keep only their first `KEEP_HEAD_LINES` and their last lines."""
+KEEP_HEAD_LINES = 200_000
 MAX_LINE = 4000
 """Line extractors read at most this many characters of a line."""
 MAX_WARNINGS = 100
@@ -183,7 +186,7 @@ def normalise(text: str) -> str:
         if has_rank and line.startswith("["):
             line = _RANK_PREFIX.sub("", line, count=1)
         if has_box:
-            line = _unbox(line)
+            line = _unbox(line).replace("│", " ")  # what is left are rich's indent guides
         out.append(line)
     return "\n".join(out)
 
@@ -253,6 +256,9 @@ def split_fences(text: str) -> list[_Chunk]:
 # --------------------------------------------------------------- line patterns
 
 _TB_HEADER = "Traceback (most recent call last)"
+_MAY_HAVE_TRACEBACK = re.compile(
+    r"Traceback|File |Cell In|\.py:\d|\.py in |ipython-input|Error|Exception|Interrupt|Exit|Iteration|Failure|Fault"
+)
 _JUPYTER_HEADER = re.compile(r"^([A-Za-z_][\w.]{0,100})\s+Traceback \(most recent call last\)")
 _CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
 _FRAME_STD = re.compile(r'^File "([^"\n]{1,1000})", line (\d+)(?:, in (\S{1,200}))?')
@@ -338,7 +344,8 @@ _CODE_ASSIGN = re.compile(
     r"^\s*[A-Za-z_][\w.]{0,100}(?:\[[^\]\n]{0,100}\])?(?:\s*,\s*[A-Za-z_][\w.]{0,100}){0,5}\s*[-+*/|]?=(?!=)"
 )
 _CODE_CALL = re.compile(r"^\s*[A-Za-z_][\w.]{0,100}\(")
-_CLOSING = (")", "]", "}")
+_DIGIT = re.compile(r"\d")
+_MAYBE_CODE = re.compile(r"[(= :]")
 _YAML_KEY = re.compile(r"^\s{0,40}([A-Za-z_][\w.-]{0,80}):(?:\s+\S|\s*$)")
 _YAML_ITEM = re.compile(r"^\s{0,40}- \S")
 _NOT_CONFIG_KEYS = frozenset({"INFO", "WARNING", "ERROR", "DEBUG", "CRITICAL", "wandb", "Traceback", "Note", "Error"})
@@ -451,14 +458,24 @@ def _read_piece(state: _State, hint: str | None, raw: str) -> None:
         text = text[:head_end] + text[tail_start:]
     text = normalise(text)
     text, kinds = redact(text)  # secrets hidden by entities or ANSI codes
+    if text.count("\n") > MAX_LINES:
+        lines = text.split("\n")
+        state.notes.append(
+            f"The input has {len(lines)} lines; only the first {KEEP_HEAD_LINES} and the last "
+            f"{MAX_LINES - KEEP_HEAD_LINES} were read."
+        )
+        text = "\n".join(lines[:KEEP_HEAD_LINES] + lines[len(lines) - (MAX_LINES - KEEP_HEAD_LINES) :])
     state.redacted.update(kinds)
-    state.text_parts.append(text)
     if hint == "code":
+        state.text_parts.append(text)
         _read_code(state, text)
         return
     if hint == "config" and _read_config(state, text):
+        state.text_parts.append(text)
         return
-    for chunk in split_fences(text):
+    chunks = split_fences(text)
+    state.text_parts.append("\n".join("\n".join(chunk.lines) for chunk in chunks))
+    for chunk in chunks:
         _read_chunk(state, chunk)
 
 
@@ -473,9 +490,13 @@ def _read_chunk(state: _State, chunk: _Chunk) -> None:
         return
     kind = ["text"] * len(lines)
     stripped = [line[:MAX_LINE].strip() if line else "" for line in lines]
-    _read_tracebacks(state, stripped, kind)
-    _find_code_runs(state, lines, stripped, kind)
-    _find_configs(state, lines, stripped, kind)
+    whole = "\n".join(lines)
+    if _MAY_HAVE_TRACEBACK.search(whole):  # each pass is skipped when its trigger is absent
+        _read_tracebacks(state, stripped, kind)
+    if "(" in whole or "=" in whole or "import " in whole or "@" in whole:
+        _find_code_runs(state, lines, stripped, kind)
+    if ":" in whole or "{" in whole:
+        _find_configs(state, lines, stripped, kind)
     _read_text_lines(state, stripped, kind)
 
 
@@ -484,7 +505,7 @@ def _read_chunk(state: _State, chunk: _Chunk) -> None:
 
 def _library(path: str) -> str | None:
     """Top-level package of a file path, None for user code."""
-    normal = path.replace("\\", "/")
+    normal = re.sub(r"[\\/]+", "/", path)
     m = re.search(r"/(?:site|dist)-packages/([^/]{1,200})", normal)
     if m:
         name = m.group(1)
@@ -575,7 +596,11 @@ def _read_tracebacks(state: _State, lines: list[str], kind: list[str]) -> None:
             arrow = _ARROW_LINE.match(stripped)
             if arrow and state.frames and state.frames[-1].line is None:
                 state.frames[-1] = state.frames[-1].model_copy(update={"line": int(arrow.group(1))})
-        m = _EXC_LINE.match(stripped) if (first.isalpha() or first == "_") else None
+        m = (
+            _EXC_LINE.match(stripped)
+            if (first.isalpha() or first == "_") and (in_traceback or pending_jupyter or ":" in stripped)
+            else None
+        )
         if m and _exception_type(m.group(2)) and (m.group(3) is not None or in_traceback or pending_jupyter):
             if m.group(3) is None and ":" not in stripped and not in_traceback and not pending_jupyter:
                 i += 1
@@ -681,8 +706,14 @@ def _find_code_runs(state: _State, lines: list[str], stripped: list[str], kind: 
     n = len(lines)
     i = 0
     while i < n:
-        first = stripped[i][:1]
-        if kind[i] != "text" or not first or not (first.isalpha() or first in "_@") or not _is_code_start(lines[i]):
+        text = stripped[i]
+        first = text[:1]
+        if (
+            kind[i] != "text"
+            or not first
+            or not (first == "@" or (first.isalpha() or first == "_") and _MAYBE_CODE.search(text))
+            or not _is_code_start(lines[i])
+        ):
             i += 1
             continue
         line = lines[i]
@@ -733,7 +764,7 @@ def _config_mapping(text: str) -> dict | None:
             value = None
     if value is None:
         value = _load_yaml(text)
-    if isinstance(value, dict) and len(value) >= 2:
+    if isinstance(value, dict) and value:
         return value
     return None
 
@@ -761,7 +792,9 @@ def _find_configs(state: _State, lines: list[str], stripped_lines: list[str], ki
     i = 0
     while i < n:
         stripped = stripped_lines[i]
-        if kind[i] != "text" or not stripped or not (stripped[0].isalpha() or stripped[0] in "_{"):
+        if kind[i] != "text" or not stripped or not (
+            stripped[0] == "{" or (stripped[0].isalpha() or stripped[0] == "_") and ":" in stripped
+        ):
             i += 1
             continue
         line = lines[i][:MAX_LINE]
@@ -826,27 +859,29 @@ def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
             continue
         in_tb = kind[i] == "tb"
         lowered = stripped.lower()
-        log_line = stripped[0] == "{" or "%|" in stripped or "it/s]" in stripped
+        digit = _DIGIT.search(stripped) is not None
+        log_line = stripped.startswith(("{'", '{"')) or "%|" in stripped or "it/s]" in stripped
         # pip list / conda list rows
-        if not in_tb and not log_line:
-            if stripped.startswith("Package") and _PIP_HEADER.match(stripped):
-                _flush_pip(state, pip_run, False)
-                pip_header, pip_run = True, []
-                continue
-            pip_row = _PIP_ROW.match(stripped) if stripped[0].isalnum() else None
-            if pip_row and not stripped[0].isdigit() and not stripped.startswith(("Step", "Epoch")):
-                pip_run.append((pip_row.group(1), pip_row.group(2)))
-                continue
-            if pip_header and set(stripped) <= {"-", " ", "="}:
-                continue
+        if digit and not in_tb and not log_line:
+            if pip_header or stripped[0].isalpha():
+                pip_row = _PIP_ROW.match(stripped)
+                if pip_row and not stripped.startswith(("Step", "Epoch")):
+                    pip_run.append((pip_row.group(1), pip_row.group(2)))
+                    continue
+        elif pip_header and set(stripped) <= {"-", " ", "="}:
+            continue
+        elif stripped.startswith("Package") and _PIP_HEADER.match(stripped):
+            _flush_pip(state, pip_run, False)
+            pip_header, pip_run = True, []
+            continue
         if pip_run:
             _flush_pip(state, pip_run, pip_header)
             pip_run, pip_header = [], False
-        if not in_tb and not log_line:
+        if digit and not in_tb and not log_line:
             _read_versions(state, stripped, lowered)
         # notebook tables and log lines
         if table is not None:
-            if _read_table_row(state, table, stripped):
+            if (digit or not stripped[0].isalnum()) and _read_table_row(state, table, stripped):
                 continue
             table = None
         if not in_tb and "training loss" in lowered and "=" not in stripped and ":" not in stripped:
@@ -854,11 +889,11 @@ def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
             state.sections.add("log")
             continue
         if not in_tb and ("loss" in lowered or "grad_norm" in lowered):
-            _read_losses(state, lowered)
+            log_line = _read_losses(state, lowered) or log_line
         if not in_tb:
-            if log_line or _LOG_MARKS.search(stripped):
+            if "log" not in state.sections and _LOG_MARKS.search(stripped):
                 state.sections.add("log")
-            if " = " in stripped and ("steps = " in lowered or "per device = " in lowered):
+            if digit and " = " in stripped and ("steps = " in lowered or "per device = " in lowered):
                 for rx, flag in (
                     (_GA_STEPS, "gradient_accumulation_steps"),
                     (_BATCH_PER_DEVICE, "per_device_train_batch_size"),
@@ -962,7 +997,7 @@ def _read_banner(state: _State, stripped: str) -> bool:
     return found
 
 
-def _read_losses(state: _State, lowered: str) -> None:
+def _read_losses(state: _State, lowered: str) -> bool:
     found = False
     for m in _LOSS.finditer(lowered):
         start = m.start()
@@ -981,6 +1016,7 @@ def _read_losses(state: _State, lowered: str) -> None:
         found = True
     if found:
         state.sections.add("log")
+    return found
 
 
 def _read_table_row(state: _State, columns: list[str], stripped: str) -> bool:

@@ -49,7 +49,10 @@ _KEYWORD = re.compile(r"token|key|secret|passw(?:or)?d|pwd")
 """Searched in the lower-cased text: a literal alternation scans much faster than (?i)."""
 _KEYWORD_ANY_CASE = re.compile(r"(?i)token|key|secret|passw(?:or)?d|pwd")
 _KEY = re.compile(r"(?i)(?:" + _TOKEN_KEY + "|" + _SECRET_KEY + "|" + _PASSWORD_KEY + ")")
-_ASSIGNED = re.compile(r"[\"']?\s{0,8}[=:]\s{0,8}(?:([\"'])([^\"'\s]{1,500})\1|([^\s\"',;)\]}]{1,500}))")
+_ASSIGNED = re.compile(
+    r"(?:[\"']|&quot;|&#39;)?\s{0,8}[=:]\s{0,8}(?:([\"']|&quot;|&#39;)([^\"'\s&]{1,500})\1|([^\s\"',;)\]}]{1,500}))"
+)
+"""Separator and value; quotes may still be Slack/HTML entities (redaction runs before normalising)."""
 _PASSWORD_WORD = re.compile(_PASSWORD_KEY, re.I)
 _PLAIN_WORD = re.compile(r"[A-Za-z_][\w.]*")
 _NOT_SECRETS = {"true", "false", "none", "null", "yes", "no", "required", "optional", "str", "string"}
