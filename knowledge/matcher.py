@@ -14,6 +14,7 @@ from typing import Any
 from bot.models import Candidate, Report
 from knowledge.kb import KnowledgeBase
 from knowledge.lexical import BM25
+from knowledge.prefilter import may_match, required_literals
 from knowledge.schema import Condition, Entry
 
 LEXICAL_WEIGHT = 1.0
@@ -25,6 +26,10 @@ LEXICAL_ONLY_MIN_RAW = 9.0
 LEXICAL_QUERY_CHARS = 32_000
 """Only the head and tail of a huge paste feed the lexical query (time stays bounded)."""
 EXAMPLE_CHARS = 3_000
+MATCH_TEXT_CHARS = 256_000
+"""`text` conditions search at most this much of a paste: its head and its tail (tracebacks are at the end)."""
+MATCH_LINE_CHARS = 4_000
+"""Longer lines are cut before regexes see them, so a pathological line cannot make a search quadratic."""
 
 
 @lru_cache(maxsize=512)
@@ -87,13 +92,49 @@ def _metric(report: Report, metric: str) -> bool:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def holds(cond: Condition, report: Report) -> bool:
-    """True when every field set in `cond` holds for `report`."""
+class MatchText:
+    """The part of a paste that `text` conditions search, and its lower-cased twin for prefilters.
+
+    Bounded: repeated lines (progress bars, identical log lines) are kept once, lines are cut
+    at MATCH_LINE_CHARS, and only the head and tail of a huge paste are kept.
+    """
+
+    __slots__ = ("raw", "lower")
+
+    def __init__(self, text: str) -> None:
+        seen: set[str] = set()
+        lines = []
+        for line in text.splitlines():
+            line = line[:MATCH_LINE_CHARS]
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+        raw = "\n".join(lines)
+        if len(raw) > MATCH_TEXT_CHARS:
+            half = MATCH_TEXT_CHARS // 2
+            raw = raw[:half] + "\n" + raw[-half:]
+        self.raw = raw
+        self.lower = raw.lower()
+
+    def search(self, pattern: str) -> bool:
+        return may_match(_literals(pattern), self.lower) and _rx(pattern).search(self.raw) is not None
+
+
+@lru_cache(maxsize=1024)
+def _literals(pattern: str) -> frozenset[str] | None:
+    return required_literals(pattern)
+
+
+def holds(cond: Condition, report: Report, text: MatchText | None = None) -> bool:
+    """True when every field set in `cond` holds for `report`.
+
+    `text` is `MatchText(report.text)`, computed once per report by the caller.
+    """
     if cond.exception is not None and not _search(cond.exception, (f"{e.type}: {e.message}" for e in report.exceptions)):
         return False
     if cond.exception_type is not None and not any(e.type in cond.exception_type for e in report.exceptions):
         return False
-    if cond.text is not None and not _rx(cond.text).search(report.text):
+    if cond.text is not None and not (text or MatchText(report.text)).search(cond.text):
         return False
     if cond.warning is not None and not _search(cond.warning, report.warnings):
         return False
@@ -147,15 +188,16 @@ def holds(cond: Condition, report: Report) -> bool:
     return True
 
 
-def evidence_score(entry: Entry, report: Report) -> tuple[float, list[str]] | None:
+def evidence_score(entry: Entry, report: Report, text: MatchText | None = None) -> tuple[float, list[str]] | None:
     """The entry's evidence score and reasons, or None when it is ruled out."""
-    if not all(holds(c, report) for c in entry.requires):
+    text = text or MatchText(report.text)
+    if not all(holds(c, report, text) for c in entry.requires):
         return None
-    if any(holds(c, report) for c in entry.excludes):
+    if any(holds(c, report, text) for c in entry.excludes):
         return None
     score, why = 0.0, []
     for signal in entry.evidence:
-        if holds(signal.when, report):
+        if holds(signal.when, report, text):
             score += signal.weight
             why.append(signal.why if signal.weight >= 0 else f"(against) {signal.why}")
     return score, why
@@ -192,8 +234,9 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     top_raw = max(raw, default=0.0)
     candidates: list[Candidate] = []
     lexical_only: list[Candidate] = []
+    text = MatchText(report.text)
     for entry, lex in zip(kb.entries, raw):
-        result = evidence_score(entry, report)
+        result = evidence_score(entry, report, text)
         if result is None:
             continue
         score, why = result
