@@ -20,7 +20,7 @@ from knowledge.prefilter import may_match, required_literals
         ("a(bc|de)f", None),  # no literal of 3+ characters is required
         ("x?yz", None),
         ("(?=[^\\n]{0,40}packing)(?=[^\\n]{0,40}loss)", {"packing"}),
-        ("(foo)?bar", None),
+        ("(foo)?bar", {"bar"}),
         ("UPPER case", {"upper case"}),
     ],
 )
