@@ -284,7 +284,6 @@ _LOSS = re.compile(  # searched in the lower-cased line
     r"((?:train(?:ing)?_|eval_|val(?:idation)?_)?loss|grad_norm)['\"]?\s{0,4}[:=]\s{0,4}"
     r"(?:tensor\()?([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?))(?![\w])"
 )
-_TABLE_HEADER = re.compile(r"(?i)training loss")
 _TABLE_COLUMN = re.compile(r"(?i)training loss|validation loss|eval(?:uation)? loss|grad(?:ient)? norm|learning rate|no log|[a-z_]+")
 _TABLE_SPLIT = re.compile(r"[|\t ]+")
 _NUMBER = re.compile(r"(?i)^[-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?)$")
@@ -308,7 +307,6 @@ _FREEZE_ROW = re.compile(r"^([A-Za-z0-9][\w.-]{0,100})\s*===?\s*(\d[\w.+!-]{0,60
 _ENV_ROW = re.compile(
     r"^\s{0,4}[-*]\s{1,4}`?([A-Za-z][\w .-]{0,40}?)`?\s+[Vv]ersion(?:\s{0,4}\([^)\n]{0,40}\))?\s{0,4}:\s{0,8}(\S{1,80})"
 )
-_BANNER_MARKS = ("==((====))==", "O^O/", "\\\\   /|", "Unsloth", "CUDA Toolkit", "Bfloat16 =")
 _BANNER_UNSLOTH = re.compile(r"Unsloth:?\s{1,4}(?:Fast \w{1,40} patching release\s{1,4})?(\d{4}\.\d{1,2}(?:\.\d{1,4})?)")
 _BANNER_FAMILY = re.compile(r"Fast (\w{1,40}) patching")
 _BANNER_LIB = re.compile(
