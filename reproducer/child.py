@@ -307,10 +307,11 @@ def run_scenario(scenario: dict, fix: str | None = None) -> dict:
         "warnings": [], "seconds": 0.0, "versions": {}, "device": None, "seed": s.get("seed"), "verdict": None,
     }
     notes: list[str] = []
-    output_dir = tempfile.mkdtemp(prefix="lossdoctor-run-")
+    output_dir = None
     log = RunLog(None, s.get("head") == "seq_cls" or s.get("dataset_format") == "classification")
     trainer = before = None
     try:
+        output_dir = tempfile.mkdtemp(prefix="lossdoctor-run-")
         record["versions"] = installed_versions()
         import torch
         from transformers import set_seed
@@ -332,7 +333,8 @@ def run_scenario(scenario: dict, fix: str | None = None) -> dict:
     except Exception as exc:  # a failure outside the run itself (import, device)
         record["exception"] = {"type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE_CHARS]}
     finally:
-        shutil.rmtree(output_dir, ignore_errors=True)
+        if output_dir:
+            shutil.rmtree(output_dir, ignore_errors=True)
     log.step_end()
     record["losses"] = log.losses
     record["supervised_tokens"] = log.supervised_tokens
