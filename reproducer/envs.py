@@ -195,6 +195,12 @@ class EnvManager:
             return Env(key="installed", python=Path(sys.executable), versions=here, notes=plan.notes)
         key = plan.key(self._python_version())
         path = self.root / key
+        reuse = self._find_cached(plan, prefer=key)
+        if reuse is not None:
+            other, found = reuse
+            self._record(other, self.root / other, plan, found, size=None, pins=False)
+            return Env(key=other, python=self._env_python(self.root / other), versions=found, path=self.root / other,
+                       notes=plan.notes)
         started = time.monotonic()
         with file_lock(self._lock_path(key), on_wait=lambda: say(f"waiting for another process building {_describe(plan)}...")):
             found = self._read_marker(path)
@@ -350,6 +356,16 @@ class EnvManager:
                 return list(json.loads(line).get("versions", [])), error
         return [], error
 
+    def _find_cached(self, plan: InstallPlan, prefer: str) -> tuple[str, dict[str, str]] | None:
+        """A complete cached environment whose installed versions meet every pin and cap of ``plan``
+        (the one with ``prefer`` as key first, then the most recently used)."""
+        rows = sorted(self.storage.items(NAMESPACE), key=lambda row: (row[0] != prefer, -row[1].get("last_used", 0.0)))
+        for key, _meta, _updated in rows:
+            found = self._read_marker(self.root / key)
+            if found is not None and satisfies(found, plan):
+                return key, found
+        return None
+
     def _read_marker(self, path: Path) -> dict[str, str] | None:
         try:
             return dict(json.loads((path / MARKER).read_text())["versions"])
@@ -357,10 +373,11 @@ class EnvManager:
             return None
 
     def _record(self, key: str, path: Path, plan: InstallPlan, found: dict[str, str], *, size: int | None,
-                build_seconds: float | None = None) -> None:
+                build_seconds: float | None = None, pins: bool = True) -> None:
         meta = self.storage.get(NAMESPACE, key) or {}
-        meta.update(path=str(path), requested=plan.pins, requirements=plan.requirements(), versions=found,
-                    last_used=time.time())
+        meta.update(path=str(path), versions=found, last_used=time.time())
+        if pins or "requested" not in meta:
+            meta.update(requested=plan.pins, requirements=plan.requirements())
         if size is not None:
             meta["size_bytes"] = size
         elif "size_bytes" not in meta:

@@ -157,19 +157,23 @@ TEST_HOME = Path(os.environ.get("LOSSDOCTOR_TEST_ENVS", Path.home() / ".cache" /
 @pytest.mark.slow
 @pytest.mark.sandbox
 def test_real_bisect_finds_the_trl_release_that_fixed_the_seed_case():
-    """Seed case (SFTTrainer + DataCollatorForSeq2Seq on a text dataset) across trl releases, transformers held at 4.55.4."""
+    """Seed case (SFTTrainer + DataCollatorForSeq2Seq on a text dataset): fails on trl 0.19-1.6, trains from
+    trl 1.7.0 on, whose SFTTrainer builds a labels column while preparing the dataset. 0.19.1 reuses the
+    legacy environment, 1.16.0 is the installed stack: two environments are built the first time."""
     from reproducer.runner import run_batch
 
     settings = Settings(home=TEST_HOME, env_disk_budget_gb=8.0)
     manager = EnvManager(settings, Storage(settings))
     lines = []
     started = time.monotonic()
-    results = bisect_command(SEED, "trl", ["0.19.1", "0.20.0", "0.21.0", "0.22.2"], expect="did not return a loss",
-                             fixed={"transformers": "4.55.4"}, manager=manager, runner=run_batch, echo=lines.append)
+    results = bisect_command(SEED, "trl", ["0.19.1", "0.22.2", "1.6.0", "1.7.0", "1.16.0"],
+                             expect="did not return a loss", manager=manager, runner=run_batch, echo=lines.append)
     print("\n".join(lines), f"\nwall {time.monotonic() - started:.0f} s")
     [result] = results
-    assert (result.changed_in, result.last_before, result.direction) == ("0.20.0", "0.19.1", "fixed")
+    assert (result.changed_in, result.last_before, result.direction) == ("1.7.0", "1.6.0", "fixed")
     assert result.verified
-    first = next(p for p in result.probes if p.version == "0.19.1")
-    assert "did not return a loss" in first.record["exception"]["message"]
-    assert {p.version for p in result.probes} == {"0.19.1", "0.20.0", "0.22.2"}
+    assert [p.version for p in result.probes] == ["0.19.1", "1.16.0", "1.6.0", "1.7.0"]
+    for probe in result.probes:
+        assert probe.record["versions"]["trl"] == probe.version  # what the child imported
+    assert "did not return a loss" in result.probes[0].record["exception"]["message"]
+    assert result.probes[1].env == "installed"

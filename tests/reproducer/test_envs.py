@@ -189,6 +189,17 @@ def test_second_ensure_is_a_cache_hit(fake):
     assert len(fake.calls("install")) == 1
 
 
+def test_a_cached_env_that_meets_the_pins_and_caps_is_reused(fake):
+    legacy = fake.manager().ensure(LEGACY)
+    same_trl = fake.manager().ensure({"trl": "0.19.1"})  # plan: trl==0.19.1, transformers<4.56
+    assert not same_trl.built and same_trl.key == legacy.key
+    other = fake.manager().ensure({"trl": "0.20.0"})
+    assert other.built and other.key != legacy.key
+    assert len(fake.calls("install")) == 2
+    assert {m["key"]: m["requested"] for m in fake.manager().cached()}[legacy.key] == {
+        "transformers": "4.55.4", "trl": "0.19.1", "torch": "2.13.0"}
+
+
 def test_pip_runs_without_the_bots_secrets(fake, monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -365,3 +376,47 @@ def test_real_legacy_env_has_the_requested_versions():
 def test_real_nonexistent_version_is_refused():
     with pytest.raises(VersionNotFound, match=r"trl==0\.19\.99"):
         legacy_manager().ensure({"trl": "0.19.99"})
+
+
+GC_LORA = dict(lora=True, gradient_checkpointing=True, labels_mode="input_ids", collator="DataCollatorForSeq2Seq")
+SEED_CASE = dict(trainer="SFTTrainer", collator="DataCollatorForSeq2Seq", dataset_format="text")
+
+
+def scenario_runs() -> list[dict]:
+    from reproducer.scenario import Scenario
+
+    return [
+        {"fix": None, "scenario": Scenario(**GC_LORA, use_reentrant=True).model_dump()},
+        {"fix": None, "scenario": Scenario(**GC_LORA, use_reentrant=None).model_dump()},
+        {"fix": "enable_input_require_grads",
+         "scenario": Scenario(**GC_LORA, use_reentrant=True, enable_input_require_grads=True).model_dump()},
+        {"fix": None, "scenario": Scenario(**SEED_CASE).model_dump()},
+    ]
+
+
+def trains(record: dict) -> bool:
+    loss = record["loss"]
+    return record["ok"] and loss is not None and 0 < loss < float("inf") and record["params_changed"]
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_real_legacy_env_reproduces_what_the_current_stack_does_not():
+    """GC + LoRA fails on transformers 4.55 and the seed case on trl 0.19; both train on the current stack."""
+    from reproducer.runner import run_batch
+
+    env = legacy_manager().ensure(LEGACY)
+    legacy = run_batch(scenario_runs(), python=str(env.python), warm=False)
+    assert {name: legacy["versions"][name] for name in LEGACY} == LEGACY  # what the child imported
+    assert all({n: r["versions"][n] for n in LEGACY} == LEGACY for r in legacy["runs"])
+    gc_reentrant, gc_default, gc_fix, seed = legacy["runs"]
+    for record in (gc_reentrant, gc_default):
+        assert record["exception"]["type"] == "RuntimeError"
+        assert "element 0 of tensors does not require grad" in record["exception"]["message"]
+    assert trains(gc_fix)
+    assert seed["exception"]["type"] == "ValueError"
+    assert "did not return a loss" in seed["exception"]["message"]
+
+    current = run_batch(scenario_runs())
+    assert current["versions"]["transformers"] == installed_versions()["transformers"]
+    assert all(trains(record) for record in current["runs"]), [r["exception"] for r in current["runs"]]
