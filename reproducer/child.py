@@ -52,7 +52,13 @@ def resolve_device(requested: str) -> str:
 
 
 class RunLog:
-    """What the trainer fed the model and what came back, step by step."""
+    """What the trainer fed the model and what came back, step by step.
+
+    ``losses`` holds one raw value per optimizer step: the sum of what training_step
+    returned for its micro-batches, i.e. the step loss Trainer logs before its NaN/inf
+    filter. ``supervised_tokens`` counts labels != -100 in the batches the model received
+    (for classification, every label).
+    """
 
     def __init__(self, marker: list[int] | None, classification: bool):
         self.marker = marker
@@ -284,7 +290,7 @@ def _dedupe(messages: list[str]) -> list[str]:
     return out[:MAX_WARNINGS]
 
 
-def _finite_or_none(value):
+def _float_or_none(value):
     return None if value is None else float(value)
 
 
@@ -327,7 +333,7 @@ def run_scenario(scenario: dict, fix: str | None = None) -> dict:
                 before = _trainable(trainer.model)
                 output = trainer.train()
                 record["ok"] = True
-                record["loss"] = _finite_or_none(output.training_loss)
+                record["loss"] = _float_or_none(output.training_loss)
             except Exception as exc:  # the failure under study: record it as raised
                 record["exception"] = {"type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE_CHARS]}
     except Exception as exc:  # a failure outside the run itself (import, device)
@@ -340,13 +346,16 @@ def run_scenario(scenario: dict, fix: str | None = None) -> dict:
     record["supervised_tokens"] = log.supervised_tokens
     record["prompt_tokens_supervised"] = log.prompt_tokens_supervised
     if trainer is not None:
-        norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
-        record["grad_norm"] = _finite_or_none(norms[-1]) if norms else None
-        if before is not None:
-            after = _trainable(trainer.model)
-            record["params_changed"] = any(
-                name in after and not _same(tensor, after[name]) for name, tensor in before.items()
-            )
+        try:
+            norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+            record["grad_norm"] = _float_or_none(norms[-1]) if norms else None
+            if before is not None:
+                after = _trainable(trainer.model)
+                record["params_changed"] = any(
+                    name in after and not _same(tensor, after[name]) for name, tensor in before.items()
+                )
+        except Exception as exc:  # e.g. a CUDA error left behind by the failure: say so, do not raise
+            notes.append(f"could not read the trained weights: {type(exc).__name__}: {exc}")
     record["warnings"] = _dedupe(notes)
     record["seconds"] = round(time.perf_counter() - start, 4)
     return record
