@@ -72,7 +72,7 @@ def test_out_of_scope_abstains():
         (["/nonexistent/file.txt"], None, 4, "cannot read /nonexistent/file.txt"),
         (["-"], b"", 4, "empty"),
         (["-"], b"\x00\x01\x02\xff" * 200, 4, "binary"),
-        (["--bogus-flag", "x"], None, 2, "No such option"),
+        (["--bogus-flag", "x"], None, 2, "unrecognized arguments"),
     ],
 )
 def test_bad_input_gives_clear_message_and_code(args, stdin, code, message):

@@ -1,0 +1,87 @@
+"""``lossdoctor``: the operator's tool (knowledge base, evaluation, bisect)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bot.cli import EXIT_INTERNAL, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE
+from bot.errors import BotError, UnreadableInput
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True)
+kb_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspect and check the knowledge base.")
+app.add_typer(kb_app, name="kb")
+
+@kb_app.command("list")
+def kb_list() -> None:
+    """List the knowledge entries: id, failure class, title."""
+    from knowledge.kb import default_kb
+
+    for entry in default_kb().entries:
+        typer.echo(f"{entry.id:48} {entry.failure_class:36} {entry.title}")
+
+
+@kb_app.command("show")
+def kb_show(entry_id: str) -> None:
+    """Show one entry as JSON."""
+    from knowledge.kb import default_kb
+
+    try:
+        entry = default_kb().get(entry_id)
+    except BotError as exc:
+        typer.echo(f"lossdoctor: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    typer.echo(entry.model_dump_json(indent=2))
+
+
+@kb_app.command("check")
+def kb_check() -> None:
+    """Validate every entry and run its match / no-match examples."""
+    from knowledge.check import check_kb
+
+    try:
+        problems, results = check_kb()
+    except BotError as exc:
+        typer.echo(f"lossdoctor: {exc}", err=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
+    passed = sum(r.passed for r in results)
+    for problem in problems:
+        typer.echo(f"FAIL {problem}")
+    typer.echo(f"{passed} passed, {len(results) - passed} failed ({len(problems)} problems)")
+    raise typer.Exit(EXIT_OK if not problems else EXIT_INTERNAL)
+
+
+@app.command("eval")
+def eval_cmd(
+    path: Path,
+    show_misses: Annotated[bool, typer.Option("--misses", help="List each wrong line.")] = False,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Score the matcher on a JSONL file of {user_text, failure_class} lines."""
+    from knowledge.evaluate import evaluate, read_jsonl
+    from knowledge.kb import default_kb
+
+    try:
+        rows = read_jsonl(path)
+    except UnreadableInput as exc:
+        typer.echo(f"lossdoctor: {exc}", err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    result = evaluate(rows, default_kb())
+    if json_output:
+        n = result.total or 1
+        typer.echo(json.dumps({
+            "reports": result.total, "top1": result.top1 / n, "top3": result.top3 / n,
+            "abstain_precision": result.abstain_precision, "abstain_recall": result.abstain_recall,
+        }))
+    else:
+        typer.echo(result.summary())
+        if show_misses:
+            for number, expected, predicted in result.misses:
+                typer.echo(f"  line {number}: expected {expected}, got {predicted}")
+
+
+def lossdoctor_main() -> None:
+    app(prog_name="lossdoctor")
