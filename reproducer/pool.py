@@ -151,11 +151,17 @@ class Child:
         return sandbox.label_memory_limit(record, limits), usage.ru_maxrss / 1024
 
 
+PROTOCOL_FD: int | None = None
+"""The parent's answer channel to the client; closed in every child."""
+
+
 def in_child(run: dict, target: Callable[[dict], dict], limits: Limits, run_dir: Path, result_fd: int) -> None:
     """Body of a forked child: own group, directory, limits; writes one JSON record and exits."""
     code = 0
     try:
         os.setpgid(0, 0)
+        if PROTOCOL_FD is not None:
+            os.close(PROTOCOL_FD)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -238,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default=DEFAULT_TARGET, help="module:function called with each scenario")
     args = parser.parse_args(argv)
     # the protocol gets the real stdout; anything else printing to stdout goes to stderr
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    global PROTOCOL_FD
+    PROTOCOL_FD = os.dup(1)
+    protocol = os.fdopen(PROTOCOL_FD, "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     start = time.monotonic()
@@ -302,7 +310,7 @@ class WarmPool:
         argv = [sys.executable, "-m", "reproducer.pool", "--workers", str(self.workers), "--target", self.target]
         pythonpath = ":".join([str(sandbox.package_dir(self.dir)), *self.import_paths])
         cmd, env, iso = sandbox.command(argv, self.dir, env={"PYTHONPATH": pythonpath}, iso=iso)
-        self.sandbox = iso.description
+        self.sandbox = f"{iso.description}; warm pool: one forked child per run"
         self.log = tempfile.TemporaryFile()
         self.buffer = b""
         self.proc = subprocess.Popen(

@@ -223,6 +223,15 @@ def test_run_batch_returns_records_and_evidence():
     assert result["runs"][0]["ok"] and result["runs"][0]["loss"] > 0
 
 
+def test_run_batch_with_an_interpreter_that_cannot_run_raises_a_clear_error():
+    from bot.errors import ReproductionError
+    from reproducer.runner import run_batch
+
+    bwrap_or_skip()
+    with pytest.raises(ReproductionError, match="could not run with /nonexistent/python"):
+        run_batch([{"fix": None, "scenario": scenario()}], python="/nonexistent/python")
+
+
 def test_pool_that_cannot_start_raises_a_clear_error():
     bwrap_or_skip()
     broken = WarmPool(target="no_such_module:run")
