@@ -35,7 +35,12 @@ def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Repr
         )
     else:
         in_play = in_play_candidates(candidates)
-        fixes = [_fix_outcome(kb.get(c.entry), f) for c in in_play for f in kb.get(c.entry).fixes]
+        fixes = [
+            _fix_outcome(kb.get(c.entry), f)
+            for c in in_play
+            for f in kb.get(c.entry).fixes
+            if f.applies_to(report.trainer, report.trainer_bases)
+        ]
         diagnosis = Diagnosis(
             verdict="matched",
             failure_class=in_play[0].failure_class,

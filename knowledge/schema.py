@@ -146,6 +146,13 @@ class Fix(Strict):
     """Reproducer operations that apply this fix to a scenario. Empty: the fix cannot be run."""
     responses_only: bool = False
     """The fix is meant to train on responses only: verification also checks prompt tokens are masked."""
+    trainers: list[str] = Field(default_factory=list)
+    """Trainer classes this fix is for (e.g. only SFTTrainer); empty: any. Not offered when the report names another."""
+
+    def applies_to(self, trainer: str | None, bases: list[str] | None = None) -> bool:
+        if not self.trainers or trainer is None:
+            return True
+        return trainer in self.trainers or any(b in self.trainers for b in bases or [])
 
     _coerce_ops = field_validator("ops", mode="before")(_ops)
 

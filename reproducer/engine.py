@@ -39,6 +39,8 @@ def plan_for(report: Report, entry: Entry) -> Plan:
     scenario, sources = build_scenario(report, entry.reproduce.scenario, entry.reproduce.faults)
     plan = Plan(entry=entry, scenario=scenario, sources=sources)
     for fix in entry.fixes:
+        if not fix.applies_to(report.trainer, report.trainer_bases):
+            continue
         names = [op.op for op in fix.ops]
         if not names:
             plan.skipped.append((fix, "this fix has no reproducer operation"))
@@ -112,11 +114,11 @@ class Reproducer:
         not_reproducible = [e for e in entries if not e.reproduce.reproducible]
         if not plans:
             reasons = "; ".join(f"{e.id}: {e.reproduce.reason}" for e in not_reproducible)
-            return None, self._not_run_fixes(entries, reasons or "no reproducible candidate")
+            return None, self._not_run_fixes(entries, reasons or "no reproducible candidate", report)
         if self.write_repro is not None:
             self._write_script(plans[0])
         if not self.run:
-            return None, self._not_run_fixes(entries, "reproduction not run (--no-repro)")
+            return None, self._not_run_fixes(entries, "reproduction not run (--no-repro)", report)
 
         self.progress(f"reproducing on a tiny model: {', '.join(p.entry.id for p in plans)}")
         outcomes = self._run_plans(report, plans, python=None)
@@ -135,7 +137,7 @@ class Reproducer:
             combined = self._combined_fix(report, outcomes, chosen)
             if combined is not None:
                 chosen.fixes.append(combined)
-        fixes = [f for o in outcomes for f in o.fixes] + self._not_run_fixes(not_reproducible, "not reproducible on a tiny model")
+        fixes = [f for o in outcomes for f in o.fixes] + self._not_run_fixes(not_reproducible, "not reproducible on a tiny model", report)
         fixes.sort(key=lambda f: f.entry != chosen.plan.entry.id)
         batch = chosen.batch
         reproduction = Reproduction(
@@ -268,8 +270,9 @@ class Reproducer:
             status=status, evidence=evidence, snippet=fix.snippet or None,  # type: ignore[arg-type]
         )
 
-    def _not_run_fixes(self, entries: list[Entry], reason: str) -> list[FixOutcome]:
-        return [self._outcome(e, f, "not_run", {"reason": reason}) for e in entries for f in e.fixes]
+    def _not_run_fixes(self, entries: list[Entry], reason: str, report: Report | None = None) -> list[FixOutcome]:
+        trainer, bases = (report.trainer, report.trainer_bases) if report else (None, [])
+        return [self._outcome(e, f, "not_run", {"reason": reason}) for e in entries for f in e.fixes if f.applies_to(trainer, bases)]
 
     def _write_script(self, plan: Plan) -> None:
         from reproducer.script import write_script
