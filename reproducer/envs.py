@@ -7,9 +7,10 @@ it. A file lock keeps two processes from building the same environment; an envir
 only once its completion marker exists, written last and atomically, after its packages have
 imported. Metadata (versions, size, last use) is kept in `bot.storage.Storage`, namespace ``envs``.
 
->>> manager = EnvManager(get_settings())
->>> env = manager.ensure({"transformers": "4.55.4", "trl": "0.19.1"}, progress=print)
->>> env.python, env.versions["trl"]
+Usage (builds about 1.5 GB the first time)::
+
+    env = EnvManager().ensure({"transformers": "4.55.4", "trl": "0.19.1"}, progress=print)
+    run_batch(runs, python=str(env.python), warm=False)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
