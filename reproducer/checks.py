@@ -15,8 +15,9 @@ from knowledge.schema import Expect
 RANDOM_GUESS_LOSS = math.log(512)
 """Cross-entropy of a uniform guess over the tiny tokenizer's 512 tokens (about 6.24)."""
 HIGH_LOSS = 1.5 * RANDOM_GUESS_LOSS
-CACHE_KEYS = {"past_key_values", "cache"}
-"""Returned keys that differ between stacks (transformers 4.x returns past_key_values, 5.x cache)."""
+CACHE_KEYS = {"past_key_values", "cache", "num_items_in_batch"}
+"""Keys that differ between stacks, not between causes: transformers 4.x returns past_key_values,
+5.x cache; Trainer forwards num_items_in_batch to models whose forward takes **kwargs."""
 _KEYS_RE = re.compile(r"only the following keys: ([\w,]*)\. For reference, the inputs it received are ([\w,]*)\.")
 
 

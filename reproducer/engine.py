@@ -42,7 +42,9 @@ def plan_for(report: Report, entry: Entry) -> Plan:
         if not fix.applies_to(report.trainer, report.trainer_bases):
             continue
         names = [op.op for op in fix.ops]
-        if not names:
+        if not fix.applies_to(scenario.trainer):
+            plan.skipped.append((fix, f"applies to {', '.join(fix.trainers)}; the reproduction uses {scenario.trainer}"))
+        elif not names:
             plan.skipped.append((fix, "this fix has no reproducer operation"))
         elif UPGRADE_OP in names:
             plan.skipped.append((fix, "verified by running the scenario on the upgraded versions"))

@@ -1,0 +1,85 @@
+"""The reproducer as the product runs it: reports -> scenarios -> the real sandbox (warm pool)
+-> baseline and fixes judged. Every knowledge entry marked reproducible on the current stack
+proves, on each of its match/ examples, that its baseline fails the expected way and that
+each of its runnable fixes brings a real loss back."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.core import diagnose
+from bot.parse import parse_text
+from knowledge.kb import default_kb
+from reproducer.engine import Reproducer, plan_for
+from reproducer.checks import baseline_reproduces, fix_verified
+from reproducer.runner import run_batch
+
+pytestmark = pytest.mark.sandbox
+
+KB = default_kb()
+CURRENT = [e for e in KB.entries if e.reproduce.reproducible and "current" in e.reproduce.stacks]
+CASES = [(e, ex) for e in CURRENT for ex in KB.examples(e.id) if ex.expect_match]
+
+
+def test_some_entries_reproduce_on_the_current_stack():
+    assert len(CURRENT) >= 15
+
+
+@pytest.fixture(scope="module")
+def batch_results():
+    """All plans of all cases in one sandboxed batch (one warm pool, forked child per run)."""
+    plans, runs = [], []
+    for entry, example in CASES:
+        report = parse_text(example.read())
+        plan = plan_for(report, entry)
+        plans.append((entry, example, report, plan))
+        runs.append({"fix": None, "scenario": plan.scenario.model_dump()})
+        runs += [{"fix": fix.id, "scenario": s.model_dump()} for fix, s in plan.fixes]
+    batch = run_batch(runs)
+    assert "bwrap" in batch["sandbox"], batch["sandbox"]
+    records = iter(batch["runs"])
+    out = {}
+    for entry, example, report, plan in plans:
+        baseline = next(records)
+        fixes = [(fix, next(records)) for fix, _ in plan.fixes]
+        out[example.name] = (entry, report, plan, baseline, fixes)
+    return out
+
+
+@pytest.mark.parametrize(("entry", "example"), CASES, ids=[ex.name for _, ex in CASES])
+def test_entry_reproduces_and_fixes_verify(batch_results, entry, example):
+    _, report, plan, baseline, fixes = batch_results[example.name]
+    ok, why = baseline_reproduces(baseline, entry.reproduce.expect, report)
+    assert ok, f"baseline did not reproduce: {why}\nsources: {plan.sources}"
+    assert fixes or plan.skipped, "a reproducible entry needs at least one fix to try"
+    for fix, record in fixes:
+        verified, reason = fix_verified(record, responses_only=fix.responses_only)
+        assert verified, f"fix {fix.id} not verified: {reason}"
+
+
+def test_bundled_plain_trainer_example_is_verified(tmp_path):
+    text = (KB.directory.parents[1] / "examples" / "trainer-seq2seq-collator.txt").read_text()
+    diagnosis = diagnose(parse_text(text), KB, reproduce=Reproducer(build_envs=False))
+    assert diagnosis.verdict == "verified"
+    assert diagnosis.failure_class == "collator_does_not_create_labels"
+    status = {f.id: f.status for f in diagnosis.fixes}
+    assert status["use-lm-collator"] == "verified"  # replace the collator
+    assert status["mask-prompt-in-labels"] == "verified"  # train on responses only
+    repro = diagnosis.reproduction
+    assert repro.reproduced and repro.device == "cpu" and repro.versions["transformers"]
+    assert repro.baseline.exception.type == "ValueError"
+    assert "inputs it received are input_ids,attention_mask,labels" in repro.baseline.exception.message
+    assert repro.field_sources["collator"].startswith("report")
+    assert "Reproduced" in diagnosis.reply and "verified on a tiny reproduction" in diagnosis.reply
+
+
+def test_never_verified_without_a_reproduced_baseline():
+    """A report whose failure the installed stack does not show stays 'matched'."""
+    text = (KB.directory.parents[1] / "examples" / "unsloth-seq2seq-collator.txt").read_text()
+    diagnosis = diagnose(parse_text(text), KB, reproduce=Reproducer(build_envs=False))
+    assert diagnosis.verdict == "matched"
+    assert diagnosis.failure_class == "collator_does_not_create_labels"
+    assert not diagnosis.reproduction.reproduced
+    assert diagnosis.reproduction.note and "trl" in diagnosis.reproduction.note
+    assert all(f.status != "verified" for f in diagnosis.fixes)
+    assert "Not reproduced" in diagnosis.reply
