@@ -85,3 +85,44 @@ def eval_cmd(
 
 def lossdoctor_main() -> None:
     app(prog_name="lossdoctor")
+
+
+@app.command("bisect")
+def bisect_cmd(
+    report_file: Path,
+    package: Annotated[str, typer.Option("--package", help="Library to bisect (trl, transformers, peft...).")],
+    versions: Annotated[str, typer.Option("--versions", help="Releases: 'A..B' (last patch of each minor series) or 'v1,v2,v3'.")],
+    entry_id: Annotated[str, typer.Option("--entry", help="Knowledge entry whose scenario to run (default: the best reproducible match).")] = "",
+    failing: Annotated[str, typer.Option("--failing", help="A release known to fail (default: the report's own version of PACKAGE).")] = "",
+    expect: Annotated[str, typer.Option("--expect", help="Text the failing run's exception must contain.")] = "",
+) -> None:
+    """Find the release where a report's failure appears or disappears across a version range."""
+    from bot.parse import parse_files
+    from knowledge.kb import default_kb
+    from knowledge.matcher import rank
+    from reproducer.bisect import bisect_command
+    from reproducer.engine import plan_for
+
+    try:
+        report = parse_files([(str(report_file), report_file.read_bytes())])
+    except (OSError, UnreadableInput) as exc:
+        typer.echo(f"lossdoctor: cannot read {report_file}: {exc}", err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    kb = default_kb()
+    try:
+        if entry_id:
+            entry = kb.get(entry_id)
+        else:
+            reproducible = [kb.get(c.entry) for c in rank(report, kb) if kb.get(c.entry).reproduce.reproducible]
+            if not reproducible:
+                typer.echo("lossdoctor: no reproducible knowledge entry matches this report; name one with --entry", err=True)
+                raise typer.Exit(EXIT_USAGE)
+            entry = reproducible[0]
+        scenario = plan_for(report, entry).scenario.model_dump()
+        releases: list[str] | str = versions if ".." in versions else [v.strip() for v in versions.split(",") if v.strip()]
+        typer.echo(f"bisecting {package} for {entry.id}")
+        bisect_command(scenario, package, releases, failing=failing or report.versions.get(package) or None,
+                       expect=expect or None, echo=typer.echo)
+    except BotError as exc:
+        typer.echo(f"lossdoctor: {exc}", err=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
