@@ -1,4 +1,4 @@
-"""Checks on the held-out evaluation set ``eval/reports.jsonl``.
+"""Checks on the evaluation set ``eval/dev.jsonl`` + ``eval/test.jsonl`` (held out).
 
 Every line must parse, carry the four fields, name a canonical failure class and an
 http(s) source; the class counts must meet the minimums the set was built for; and no
@@ -18,7 +18,7 @@ import pytest
 from knowledge.schema import FAILURE_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
-EVAL_FILE = ROOT / "eval" / "reports.jsonl"
+EVAL_FILES = [ROOT / "eval" / "dev.jsonl", ROOT / "eval" / "test.jsonl"]
 ENTRIES_DIR = ROOT / "knowledge" / "entries"
 
 FIELDS = ("user_text", "failure_class", "source", "note")
@@ -50,9 +50,10 @@ SHINGLE_WORDS = 70
 
 def load_rows() -> list[dict]:
     rows = []
-    for number, line in enumerate(EVAL_FILE.read_text(encoding="utf-8").splitlines(), start=1):
-        assert line.strip(), f"line {number} is blank"
-        rows.append(json.loads(line))
+    for path in EVAL_FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            assert line.strip(), f"{path.name} line {number} is blank"
+            rows.append(json.loads(line))
     return rows
 
 
