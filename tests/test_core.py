@@ -1,0 +1,92 @@
+"""bot.core.diagnose: abstention, candidates, questions and how reproduction sets the verdict.
+
+The reproducer is injected at its seam (a callable); the real one is tested through the
+sandbox in tests/reproducer/test_engine.py."""
+
+from __future__ import annotations
+
+from bot.core import diagnose, in_play_candidates
+from bot.models import Candidate, ExceptionInfo, FixOutcome, Report, Reproduction, RunRecord
+from bot.parse import parse_text
+from knowledge.kb import default_kb
+
+KB = default_kb()
+NO_LOSS_NO_LABELS = (
+    "ValueError: The model did not return a loss from the inputs, only the following keys: logits. "
+    "For reference, the inputs it received are input_ids,attention_mask.\n"
+)
+
+
+def test_abstains_when_nothing_fits():
+    d = diagnose(parse_text("How do I change the learning rate schedule to cosine?"), KB)
+    assert d.verdict == "unknown" and d.failure_class is None
+    assert d.abstain_reason and "No knowledge entry fits" in d.abstain_reason
+    assert d.fixes == [] and d.reproduction is None
+    assert "could not match" in d.reply
+
+
+def test_out_of_scope_is_recognised_and_abstains():
+    d = diagnose(parse_text("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.95 GiB. GPU 0 has a total capacity of 15.77 GiB\n"), KB)
+    assert d.verdict == "unknown" and d.failure_class is None
+    assert d.candidates and d.candidates[0].failure_class == "out_of_scope"
+    assert "not a loss-computation failure" in d.abstain_reason
+
+
+def test_matched_lists_candidates_with_why_and_fixes_not_run():
+    d = diagnose(parse_text(NO_LOSS_NO_LABELS), KB)
+    assert d.verdict == "matched"
+    assert d.failure_class == d.candidates[0].failure_class
+    assert all(c.why for c in d.candidates)
+    assert d.fixes and all(f.status == "not_run" for f in d.fixes)
+    assert [c.score for c in d.candidates] == sorted((c.score for c in d.candidates), reverse=True)
+
+
+def test_bare_message_asks_the_question_that_splits_the_causes():
+    d = diagnose(parse_text(NO_LOSS_NO_LABELS), KB)
+    assert len(in_play_candidates(d.candidates)) >= 2
+    assert d.question and "collator" in d.question.lower()
+    assert d.question in d.reply
+
+
+def test_in_play_keeps_close_candidates_only():
+    cands = [Candidate(entry=f"e{i}", failure_class=cls, score=s) for i, (cls, s) in
+             enumerate([("out_of_scope", 9.0), ("pad_token_missing", 8.0), ("labels_not_padded", 6.5), ("fp16_overflow_nan", 5.0)])]
+    assert [c.entry for c in in_play_candidates(cands)] == ["e1", "e2"]
+
+
+def _reproducer(reproduced: bool, status: str):
+    def reproduce(report, candidates, kb):
+        entry = kb.get(candidates[-1].entry)  # the run supports the LAST in-play candidate
+        fix = entry.fixes[0]
+        baseline = RunRecord(ok=False, exception=ExceptionInfo(type="ValueError", message="x"))
+        repro = Reproduction(reproduced=reproduced, versions={"transformers": "5.24.0"}, entry=entry.id, baseline=baseline)
+        return repro, [FixOutcome(id=fix.id, title=fix.title, entry=entry.id, status=status, evidence={"loss": 6.1})]
+    return reproduce
+
+
+def test_verified_needs_a_reproduced_baseline_and_a_verified_fix():
+    report = parse_text(NO_LOSS_NO_LABELS)
+    verified = diagnose(report, KB, reproduce=_reproducer(True, "verified"))
+    assert verified.verdict == "verified"
+    supported = verified.reproduction.entry
+    assert verified.candidates[0].entry == supported  # the candidate the run supports goes first
+    assert verified.failure_class == KB.get(supported).failure_class
+    assert "verified on a tiny reproduction: loss 6.100" in verified.reply
+
+    assert diagnose(report, KB, reproduce=_reproducer(True, "failed")).verdict == "reproduced"
+    not_reproduced = diagnose(report, KB, reproduce=_reproducer(False, "verified"))
+    assert not_reproduced.verdict == "matched"
+    assert "Not reproduced" in not_reproduced.reply
+
+
+def test_secrets_are_reported_and_never_echoed():
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    d = diagnose(parse_text(NO_LOSS_NO_LABELS + f"\nexport GITHUB_TOKEN={token}\n"), KB)
+    assert d.redacted == ["github_token"]
+    assert token not in d.model_dump_json()
+    assert "rotate" in d.reply
+
+
+def test_report_notes_reach_the_reply():
+    d = diagnose(Report(text="x", notes=["input was truncated to its last 8 MB"]), KB)
+    assert "input was truncated" in d.reply
