@@ -285,12 +285,16 @@ class WarmPool:
 
     def __init__(
         self, *, settings: Settings | None = None, workers: int = 1, target: str = DEFAULT_TARGET,
-        import_paths: tuple[str, ...] = (),
+        import_paths: tuple[str, ...] = (), iso: sandbox.Isolation | None = None,
     ):  # fmt: skip
+        """``workers``: runs forked at once; ``target``: ``module:function`` each child calls with
+        the scenario; ``import_paths``: extra PYTHONPATH entries (visible read-only in the
+        sandbox); ``iso``: the isolation to use (default: `sandbox.isolation`)."""
         self.settings = settings or get_settings()
+        self.iso = iso
         self.workers = max(1, workers)
         self.target = target
-        self.import_paths = import_paths
+        self.import_paths = tuple(str(Path(p).resolve()) for p in import_paths)
         self.proc: Any = None
         self.log: IO[bytes] | None = None
         self.dir: Path | None = None
@@ -305,11 +309,13 @@ class WarmPool:
     def start(self) -> None:
         """Start the parent in its sandbox and wait until it has imported the stack."""
         self.close()
-        iso = sandbox.isolation(self.settings)
+        iso = self.iso or sandbox.isolation(self.settings)
         self.dir = sandbox.new_run_dir("lossdoctor-pool-")
         argv = [sys.executable, "-m", "reproducer.pool", "--workers", str(self.workers), "--target", self.target]
         pythonpath = ":".join([str(sandbox.package_dir(self.dir)), *self.import_paths])
-        cmd, env, iso = sandbox.command(argv, self.dir, env={"PYTHONPATH": pythonpath}, iso=iso)
+        cmd, env, iso = sandbox.command(
+            argv, self.dir, env={"PYTHONPATH": pythonpath}, iso=iso, visible=tuple(map(Path, self.import_paths))
+        )
         self.sandbox = f"{iso.description}; warm pool: one forked child per run"
         self.log = tempfile.TemporaryFile()
         self.buffer = b""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 import threading
 import time
@@ -29,12 +30,17 @@ _pool: WarmPool | None = None
 _pool_lock = threading.Lock()
 
 
+def default_workers() -> int:
+    """Runs forked at once: one per two cores, at most 4 (1 on a 2-core machine)."""
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
 def shared_pool() -> WarmPool:
     """The process-wide warm pool for the installed interpreter (closed at exit)."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = WarmPool(settings=get_settings())
+            _pool = WarmPool(settings=get_settings(), workers=default_workers())
             atexit.register(close_shared_pool)
         return _pool
 

