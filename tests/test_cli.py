@@ -145,3 +145,22 @@ def test_lossdoctor_eval(tmp_path):
     bad.write_text("{not json\n")
     proc = run("eval", str(bad), cmd="lossdoctor")
     assert proc.returncode == 4 and "not valid JSON" in proc.stderr.decode()
+
+
+def test_write_repro_writes_a_script_that_shows_failure_then_fixes(tmp_path):
+    out = tmp_path / "repro"
+    proc = run("--no-repro", "--json", "--write-repro", str(out), str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    scripts = list(out.glob("*.py"))
+    assert len(scripts) == 1
+    source = scripts[0].read_text()
+    assert "import bot" not in source and "from reproducer" not in source and "lossdoctor import" not in source
+    # a fresh process, in an empty directory, with nothing of lossdoctor on its path
+    done = subprocess.run([sys.executable, "-I", str(scripts[0])], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sections = done.stdout.split("== ")[1:]
+    assert sections[0].startswith("baseline") and "failed: ValueError: The model did not return a loss" in sections[0]
+    fixes = {s.split("\n", 1)[0].strip(): s for s in sections[1:]}
+    assert {"use-lm-collator", "mask-prompt-in-labels"} <= set(fixes)
+    for name, text in fixes.items():
+        assert "ok: trained" in text and "weights changed: True" in text, name
