@@ -114,7 +114,13 @@ def test_run_cannot_reach_a_unix_socket_of_the_host(bwrap, tmp_path):
     server = socket.socket(socket.AF_UNIX)
     server.bind(path)
     server.listen()
-    answer_once = threading.Thread(target=lambda: server.accept()[0].sendall(b"pong"), daemon=True)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"pong")
+
+    answer_once = threading.Thread(target=answer, daemon=True)
     answer_once.start()
     control = subprocess.run([sys.executable, "-c", UNIX_CONNECT, path], capture_output=True, text=True, timeout=30)
     assert control.stdout == "reached pong\n"
