@@ -56,6 +56,7 @@ MODEL_CLASS = re.compile(
 NOT_MODEL_CLASS = re.compile(r"(?:Tokenizer|Config|Processor|Extractor|Collator|Trainer|Arguments)")
 TRAINER_CLASS = re.compile(r"^\w*Trainer$")
 NOT_TRAINER = re.compile(r"(?:Callback|State|Control)")
+_TOKENIZER_CALL = re.compile(r"^(?:tokenizer|tokenize|tok|processor|encode|batch_encode_plus|encode_plus)$|tokeni[sz]er$")
 ROW_NAMES = frozenset(
     {"example", "examples", "ex", "batch", "sample", "samples", "row", "rows", "item", "items", "x", "feature",
      "features", "f", "record", "data_point", "datapoint", "element", "elem", "instance", "conversation", "e", "b"}
@@ -287,11 +288,16 @@ class _AstReader:
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         _extend(self.facts.defined_functions, [f"{node.name}({_source(node.args)})"])
         if node.name in self.mapped_functions:
+            tokenizes = False
             for sub in ast.walk(node):
+                if isinstance(sub, ast.Call) and _TOKENIZER_CALL.search(_last(_dotted(sub.func)) or ""):
+                    tokenizes = True
                 if isinstance(sub, ast.Return) and isinstance(sub.value, ast.Dict):
                     self._columns_from_dict(sub.value)
                 elif isinstance(sub, ast.Subscript) and isinstance(sub.ctx, ast.Store):
                     _extend(self.facts.dataset_columns, [k for k in [_string(sub.slice)] if k])
+            if tokenizes:  # a tokenize function given to .map(): the dataset is tokenised afterwards
+                _extend(self.facts.dataset_columns, ["input_ids", "attention_mask"])
 
     def _columns_from_dict(self, node: ast.Dict) -> None:
         _extend(self.facts.dataset_columns, [k for k in (_string(key) for key in node.keys) if k])

@@ -349,6 +349,7 @@ _YAML_ITEM = re.compile(r"^\s{0,40}- \S")
 _NOT_CONFIG_KEYS = frozenset({"INFO", "WARNING", "ERROR", "DEBUG", "CRITICAL", "wandb", "Traceback", "Note", "Error"})
 _LOG_MARKS = re.compile(r"\*{5} Running|it/s\]|s/it\]|\d%\||\b(?:INFO|DEBUG)\b|'train_runtime'|Num examples = ")
 _PROSE = re.compile(r"^[A-Za-z\"'(][^{}<>|]{10,}$")
+_BARE_FLAG_LINE = re.compile(r"^[a-z_]\w{0,60}\s{0,3}=\s{0,3}(?:True|False|\d{1,7}),?$")
 _INLINE_CODE = re.compile(r"`([^`\n]{3,500})`")
 _WORD = re.compile(r"[A-Za-z']{2,}")
 
@@ -434,6 +435,10 @@ def _build(pieces: list[tuple[str | None, str, list[str]]]) -> Report:
             _exceptions_in_prose(state)
         except Exception:  # noqa: BLE001
             pass
+    try:
+        _prose_facts(state)
+    except Exception:  # noqa: BLE001
+        pass
     try:
         return state.report()
     except Exception as exc:  # noqa: BLE001 - e.g. a value pydantic refuses
@@ -644,14 +649,42 @@ def _add_exception(state: _State, exc_type: str, message: str) -> None:
         return  # the same error printed by several ranks
     state.exceptions.append(info)
     state.messages.append(message)
+    if "Hint:" in message and "(" in message:  # torch._dynamo wraps the real error: `Hint: ValueError('...')`
+        hint = _HINT_EXC.search(message[:MAX_LINE])
+        if hint and hint.group(1) != exc_type:
+            _add_exception(state, hint.group(1), hint.group(3))
 
 
 def _exceptions_in_prose(state: _State) -> None:
-    """'I get ValueError: ...' inside a sentence, when no exception line was found."""
+    """'I get ValueError: ...' inside a sentence, when no exception line was found.
+
+    Also: VS Code's "Exception has occurred: ImportError" with the message on the next line,
+    `Hint: ValueError('...')` wrappers (torch._dynamo), and the Trainer's "did not return a
+    loss" message quoted without its `ValueError:` prefix.
+    """
     for text in state.text_parts:
-        for line in text.split("\n")[:200_000]:
+        lines = text.split("\n")[:200_000]
+        for index, line in enumerate(lines):
             line = line[:MAX_LINE]
+            if "did not return a loss" in line.lower() and not any("did not return a loss" in m for m in state.messages):
+                loss = _LOSS_IN_PROSE.search(line)
+                if loss:
+                    message = loss.group(0).strip().rstrip("`'\"")
+                    _add_exception(state, "ValueError", message[0].upper() + message[1:])
+                    state.sections.add("traceback")
+                    continue
             if "Error" not in line and "Exception" not in line:
+                continue
+            vscode = _VSCODE_EXC.match(line.strip())
+            if vscode:
+                following = lines[index + 1][:MAX_LINE].strip() if index + 1 < len(lines) else ""
+                _add_exception(state, vscode.group(2), following)
+                state.sections.add("traceback")
+                continue
+            hint = _HINT_EXC.search(line) if "(" in line else None
+            if hint:
+                _add_exception(state, hint.group(1), hint.group(3))
+                state.sections.add("traceback")
                 continue
             m = _EXC_IN_PROSE.search(line)
             if m and "Warning" not in m.group(2):
@@ -659,6 +692,62 @@ def _exceptions_in_prose(state: _State) -> None:
                 state.sections.add("traceback")
                 if len(state.exceptions) >= 5:
                     return
+
+
+_VSCODE_EXC = re.compile(r"^Exception has occurred: ((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Za-z_]\w{0,60}))\s*$")
+_HINT_EXC = re.compile(r"\b([A-Z]\w{0,60}(?:Error|Exception))\((['\"])(.{1,2000}?)\2\)")
+_LOSS_IN_PROSE = re.compile(r"(?:the )?model did not return a loss.{0,2000}", re.IGNORECASE)
+_PROSE_MODEL = re.compile(
+    r"\b(Auto(?:Peft)?Model(?:For[A-Z]\w{0,40})?|Fast(?:Language|Vision)?Model|[A-Z][A-Za-z0-9]{1,40}"
+    r"(?:For(?:CausalLM|SequenceClassification|TokenClassification|MaskedLM|Seq2SeqLM|ConditionalGeneration"
+    r"|QuestionAnswering|MultipleChoice|ImageClassification|ImageTextToText|PreTraining|CTC)|LMHeadModel"
+    r"|(?<=[a-z0-9])Model))\b"
+)
+_PROSE_TRAINER = re.compile(r"\b([A-Z][A-Za-z0-9]{0,40}Trainer)\b")
+_PROSE_COLLATOR = re.compile(r"\b(DataCollator[A-Za-z0-9]{0,60}|default_data_collator)\b")
+_PROSE_FLAG = re.compile(
+    r"(?<![\w.])(packing|bf16|fp16|tf32|remove_unused_columns|gradient_checkpointing|completion_only_loss"
+    r"|assistant_only_loss|use_reentrant|gradient_accumulation_steps|max_length|max_seq_length|num_labels"
+    r"|load_in_4bit|load_in_8bit|overlap_comm|per_device_train_batch_size|padding_free)"
+    r"[\"']?\s{0,3}[=:]\s{0,3}(True|False|true|false|\d{1,7})(?![\w.])"
+)
+_NOT_PROSE_MODEL = frozenset({"PreTrainedModel", "PeftModel", "BaseModel", "TheModel", "MyModel"})
+
+
+def _prose_facts(state: _State) -> None:
+    """Model classes, trainer, collator and flags named in sentences or stray lines.
+
+    Pasted code is read with `ast`; this pass catches what users write in prose
+    ("I'm using BertForSequenceClassification with num_labels=3", "GRPOTrainer with the default
+    config", "SFTConfig(packing=True)"). Values already read from code win.
+    """
+    facts = state.facts
+    found = cf.CodeFacts()
+    for line in state.prose_lines[:20_000]:
+        if "Model" in line or "For" in line:
+            for m in _PROSE_MODEL.finditer(line):
+                name = m.group(1)
+                if name not in _NOT_PROSE_MODEL and not cf.NOT_MODEL_CLASS.search(name):
+                    cf._extend(found.model_classes, [name])
+        if "Trainer" in line:
+            for m in _PROSE_TRAINER.finditer(line):
+                if not cf.NOT_TRAINER.search(m.group(1)) and found.trainer is None:
+                    found.trainer = m.group(1)
+        if "ollator" in line:
+            m = _PROSE_COLLATOR.search(line)
+            if m and found.collator is None:
+                found.collator = m.group(1)
+        if "=" in line or ":" in line:
+            for m in _PROSE_FLAG.finditer(line):
+                value = m.group(2)
+                found.flags.setdefault(
+                    m.group(1), value.lower() == "true" if value.lower() in ("true", "false") else int(value)
+                )
+    if found.model_classes or found.trainer or found.collator or found.flags:
+        cf._finish_flags(found.flags)
+        facts.add(found)
+        if any(n.startswith(("PeftModel", "AutoPeftModel")) for n in found.model_classes):
+            facts.uses_peft = True
 
 
 def _loss_message_keys(messages: Iterable[str]) -> tuple[list[str] | None, list[str] | None]:
@@ -778,6 +867,31 @@ def _read_config(state: _State, text: str) -> bool:
     return True
 
 
+def _read_json_fragment(state: _State, lines: list[str], i: int) -> int:
+    """A JSON member list without its outer braces (a DeepSpeed snippet); returns the line after it, or i."""
+    depth, j, size = 0, i, 0
+    while j < len(lines) and size < MAX_CONFIG_CHARS:
+        depth += lines[j].count("{") - lines[j].count("}")
+        size += len(lines[j])
+        j += 1
+        if depth <= 0:
+            break
+    if depth != 0:
+        return i
+    body = "\n".join(lines[i:j]).strip().rstrip(",")
+    try:
+        value = json.loads("{" + body + "}")
+    except ValueError:
+        return i
+    if not isinstance(value, dict) or _is_log_dict(value):
+        return i
+    state.sections.add("config")
+    state.facts.add(cf.config_facts(value))
+    if "zero_optimization" in value:
+        state.facts.flags.setdefault("deepspeed", True)
+    return j
+
+
 def _is_log_dict(mapping: dict) -> bool:
     return any(k in mapping for k in ("loss", "eval_loss", "train_loss", "grad_norm")) and (
         "epoch" in mapping or "learning_rate" in mapping or "step" in mapping or len(mapping) <= 6
@@ -791,11 +905,17 @@ def _find_configs(state: _State, lines: list[str], stripped_lines: list[str], ki
     while i < n:
         stripped = stripped_lines[i]
         if kind[i] != "text" or not stripped or not (
-            stripped[0] == "{" or (stripped[0].isalpha() or stripped[0] == "_") and ":" in stripped
+            stripped[0] in '{"' or (stripped[0].isalpha() or stripped[0] == "_") and ":" in stripped
         ):
             i += 1
             continue
         line = lines[i][:MAX_LINE]
+        if stripped.startswith('"') and '":' in stripped[:100] and "{" in stripped:
+            j = _read_json_fragment(state, lines, i)
+            if j > i:
+                kind[i:j] = ["config"] * (j - i)
+                i = j
+                continue
         if stripped == "{" or stripped.startswith('{"') and not _LOSS.search(stripped.lower()):
             depth, j, size = 0, i, 0
             while j < n and size < MAX_CONFIG_CHARS:
@@ -852,10 +972,14 @@ def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
         if not stripped:
             continue
         if kind[i] == "code" or kind[i] == "config":
+            if kind[i] == "code" and len(stripped) < 80 and _BARE_FLAG_LINE.match(stripped):
+                state.prose_lines.append(stripped)  # `bf16=True` on its own line
             _flush_pip(state, pip_run, pip_header)
             table, pip_header, pip_run = None, False, []
             continue
         in_tb = kind[i] == "tb"
+        if not in_tb and len(state.prose_lines) < 20_000:
+            state.prose_lines.append(stripped[:MAX_LINE])
         lowered = stripped.lower()
         digit = _DIGIT.search(stripped) is not None
         log_line = stripped.startswith(("{'", '{"')) or "%|" in stripped or "it/s]" in stripped
@@ -863,7 +987,7 @@ def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
         if digit and not in_tb and not log_line:
             if pip_header or stripped[0].isalpha():
                 pip_row = _PIP_ROW.match(stripped)
-                if pip_row and not stripped.startswith(("Step", "Epoch")):
+                if pip_row and not stripped.startswith(("Step", "Epoch")) and (pip_header or "." in pip_row.group(2)):
                     pip_run.append((pip_row.group(1), pip_row.group(2)))
                     continue
         elif pip_header and set(stripped) <= {"-", " ", "="}:

@@ -240,3 +240,17 @@ def test_assignment_flag():
     assert assignment_flag("packing=True") == ("packing", True)
     assert assignment_flag("max_seq_length = 512") == ("max_seq_length", 512)
     assert assignment_flag("DataCollatorForSeq2Seq(tok)") is None
+
+
+def test_tokenize_function_makes_the_dataset_tokenised():
+    facts = code_facts(
+        'def tokenize(examples):\n    return tokenizer(examples["text"], truncation=True)\n'
+        "ds = ds.map(tokenize, batched=True)\n"
+    )
+    assert {"input_ids", "attention_mask"} <= set(facts.dataset_columns)
+    assert dataset_format_of(facts.dataset_columns, facts.flags) == "tokenized"
+
+
+def test_formatting_function_that_does_not_tokenize_keeps_text():
+    facts = code_facts('def fmt(example):\n    return {"text": example["prompt"] + example["answer"]}\nds = ds.map(fmt)\n')
+    assert "input_ids" not in facts.dataset_columns

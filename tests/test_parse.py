@@ -546,3 +546,75 @@ def test_pathological_megabyte_finishes(text):
     start = time.perf_counter()
     parse_text(text)
     assert time.perf_counter() - start < 5
+
+
+# ------------------------------------------------------- facts written in prose
+
+
+def test_model_trainer_collator_and_flags_named_in_prose():
+    report = parse_text(
+        "I'm using BertForSequenceClassification with num_labels=3, fine-tuned with GRPOTrainer "
+        "and the default config, and I pass DataCollatorWithPadding as the collator. SFTConfig(packing=True)."
+    )
+    assert "BertForSequenceClassification" in report.model_classes
+    assert report.trainer == "GRPOTrainer"
+    assert report.collator == "DataCollatorWithPadding"
+    assert report.flags["num_labels"] == 3
+    assert report.flags["packing"] is True
+
+
+def test_prose_does_not_override_code():
+    report = parse_text(
+        "```python\ntrainer = SFTTrainer(model=model, args=SFTConfig(packing=False))\n```\n"
+        "Earlier I tried DPOTrainer with packing=True."
+    )
+    assert report.trainer == "SFTTrainer"
+    assert report.flags["packing"] is False
+
+
+def test_bare_flag_line_is_a_flag():
+    report = parse_text("my settings:\n\nbf16=True\ngradient_accumulation_steps=8\n")
+    assert report.flags["bf16"] is True
+    assert report.flags["gradient_accumulation_steps"] == 8
+
+
+def test_loss_message_quoted_in_prose_without_prefix():
+    report = parse_text(
+        'Training stops with "The model did not return a loss from the inputs, only the following keys: logits. '
+        'For reference, the inputs it received are input_ids,attention_mask." What am I missing?'
+    )
+    assert report.exceptions and report.exceptions[0].type == "ValueError"
+    assert report.returned_keys == ["logits"]
+    assert report.received_inputs == ["input_ids", "attention_mask"]
+
+
+def test_vscode_exception_has_occurred():
+    report = parse_text("Exception has occurred: ImportError\ncannot import name 'SFTConfig' from 'trl'\n")
+    assert report.exceptions == [ExceptionInfo(type="ImportError", message="cannot import name 'SFTConfig' from 'trl'")]
+
+
+def test_dynamo_hint_exception_is_unwrapped():
+    report = parse_text(
+        "Traceback (most recent call last):\n  File \"train.py\", line 3, in <module>\n    trainer.train()\n"
+        "torch._dynamo.exc.Unsupported: Observed exception. Hint: ValueError('Unsloth: All labels in your dataset are -100.')\n"
+    )
+    assert ExceptionInfo(type="ValueError", message="Unsloth: All labels in your dataset are -100.") in report.exceptions
+
+
+def test_value_counts_are_not_versions():
+    report = parse_text("df['sentiment'].value_counts()\n\npositive    2011\nnegative    1573\nneutral      902\n")
+    assert report.versions == {}
+
+
+def test_pip_list_with_header_still_reads_plain_versions():
+    report = parse_text("Package   Version\n--------- -------\ntorch     2.5.1\nsix       1\n")
+    assert report.versions["torch"] == "2.5.1"
+
+
+def test_deepspeed_json_fragment_without_braces():
+    report = parse_text(
+        'relevant part of ds_config.json:\n\n"zero_optimization": {\n  "stage": 2,\n  "overlap_comm": true\n},\n'
+    )
+    assert report.flags["zero_stage"] == 2
+    assert report.flags["overlap_comm"] is True
+    assert "config" in report.sections
