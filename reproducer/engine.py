@@ -207,20 +207,43 @@ class Reproducer:
         return outcomes, note
 
     def _run_upgrade_fixes(self, report: Report, outcomes: list[Outcome]) -> None:
-        """For a failure reproduced on old versions, 'upgrade' fixes run the baseline on the installed stack."""
-        targets = [o for o in outcomes if o.reproduced and any(op.op == UPGRADE_OP for f in o.plan.entry.fixes for op in f.ops)]
-        if not targets:
-            return
-        batch = self.run_batch([{"fix": "upgrade", "scenario": o.plan.scenario.model_dump()} for o in targets], python=None)
-        for outcome, data in zip(targets, batch["runs"]):
-            record = _record(data, None)
-            ok, why = fix_verified(record.model_dump(), responses_only=False)
+        """For a failure reproduced on the report's versions, run each 'upgrade' fix: the same
+        scenario on the requested release (the installed stack when it satisfies the request,
+        else a cached environment with that exact pin)."""
+        from packaging.specifiers import SpecifierSet
+
+        from reproducer.versions import installed_versions, requested_versions
+
+        installed = installed_versions()
+        for outcome in (o for o in outcomes if o.reproduced):
             for fix in outcome.plan.entry.fixes:
-                if any(op.op == UPGRADE_OP for op in fix.ops):
-                    record = record.model_copy(update={"fix": fix.id, "verdict": "verified" if ok else "failed"})
-                    outcome.runs.append(record)
-                    outcome.fixes = [f for f in outcome.fixes if f.id != fix.id]
-                    outcome.fixes.append(self._outcome(outcome.plan.entry, fix, "verified" if ok else "failed", _evidence(record, why)))
+                upgrade = next((op for op in fix.ops if op.op == UPGRADE_OP), None)
+                if upgrade is None or not fix.applies_to(outcome.plan.scenario.trainer):
+                    continue
+                package, wanted = upgrade.args["package"], str(upgrade.args["version"])
+                spec = SpecifierSet(wanted if wanted[0] in "<>=!~" else f"=={wanted}")
+                python = None
+                if installed.get(package) is None or installed[package].split("+")[0] not in spec:
+                    if not wanted[0].isdigit():
+                        continue  # a range the installed stack does not satisfy: nothing definite to build
+                    from reproducer.envs import EnvError, EnvManager
+
+                    try:
+                        env = EnvManager(self.settings).ensure({**requested_versions(report), package: wanted}, progress=self.progress)
+                    except EnvError as exc:
+                        self._replace_fix(outcome, fix, "not_run", {"reason": f"could not build {package} {wanted}: {exc}"})
+                        continue
+                    python = str(env.python)
+                batch = self.run_batch([{"fix": fix.id, "scenario": outcome.plan.scenario.model_dump()}], python=python)
+                record = _record(batch["runs"][0], fix.id)
+                ok, why = fix_verified(record.model_dump(), responses_only=False)
+                record.verdict = "verified" if ok else "failed"
+                outcome.runs.append(record)
+                self._replace_fix(outcome, fix, record.verdict, _evidence(record, f"{why} on {package} {record.versions.get(package)}"))
+
+    def _replace_fix(self, outcome: Outcome, fix: Fix, status: str, evidence: dict[str, Any]) -> None:
+        outcome.fixes = [f for f in outcome.fixes if f.id != fix.id]
+        outcome.fixes.append(self._outcome(outcome.plan.entry, fix, status, evidence))
 
     def _combined_fix(self, report: Report, outcomes: list[Outcome], chosen: Outcome) -> FixOutcome | None:
         """Two causes at once: when single fixes fail, try the first fix of each reproduced candidate together."""
