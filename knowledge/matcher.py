@@ -183,6 +183,12 @@ def holds(cond: Condition, report: Report, text: MatchText | None = None) -> boo
         return False
     if cond.peft is not None and report.uses_peft != cond.peft:
         return False
+    if cond.dataset_column is not None and not set(cond.dataset_column) & set(report.dataset_columns):
+        return False
+    if cond.defined_function is not None and not _search(cond.defined_function, report.defined_functions):
+        return False
+    if cond.collator_given is not None and (report.collator is not None) != cond.collator_given:
+        return False
     if cond.section is not None and not set(cond.section) & set(report.sections):
         return False
     return True

@@ -102,10 +102,16 @@ class Condition(Strict):
     call: list[str] | None = None
     """Any of these names is called in the pasted code."""
     peft: bool | None = None
+    dataset_column: list[str] | None = None
+    """Any of these names is among the dataset columns read from code or configs."""
+    defined_function: str | None = None
+    """Regex searched in each signature of a function defined in the pasted code ('compute_loss(self, model, inputs)')."""
+    collator_given: bool | None = None
+    """True: the report names a data collator; False: it names none (the trainer's default applies)."""
     section: list[str] | None = None
     """Any of these content kinds was recognised in the paste."""
 
-    _regex_fields = ("exception", "text", "warning", "model_class", "model_name", "frame")
+    _regex_fields = ("exception", "text", "warning", "model_class", "model_name", "frame", "defined_function")
 
     @model_validator(mode="after")
     def _validate(self) -> Condition:

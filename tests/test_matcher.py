@@ -66,6 +66,13 @@ def write_kb(tmp_path: Path, entries: list[dict]):
         ({"text": "all labels .* -100", "peft": True}, Report(text="Unsloth: All labels in your dataset are -100"), False),
         ({"call": ["train_on_responses_only"]}, Report(calls=["get_peft_model", "train_on_responses_only"]), True),
         ({"section": ["pip"]}, Report(sections=["traceback"]), False),
+        ({"dataset_column": ["label", "labels"]}, Report(dataset_columns=["text", "label"]), True),
+        ({"dataset_column": ["labels"]}, Report(dataset_columns=["text", "input_ids"]), False),
+        ({"defined_function": r"^compute_loss\((?!.*num_items)"}, Report(defined_functions=["compute_loss(self, model, inputs, return_outputs)"]), True),
+        ({"defined_function": r"^compute_loss\((?!.*num_items)"}, Report(defined_functions=["compute_loss(self, model, inputs, num_items_in_batch=None)"]), False),
+        ({"collator_given": False}, Report(trainer="SFTTrainer"), True),
+        ({"collator_given": False}, Report(collator="DataCollatorWithPadding"), False),
+        ({"collator_given": True}, Report(collator="DataCollatorWithPadding"), True),
     ],
 )
 def test_condition(cond, report, expected):
