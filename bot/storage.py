@@ -7,7 +7,10 @@ created on first use. Only redacted text is ever stored.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,39 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (namespace, key)
 );
 """
+
+
+def cache_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).home / "cache"
+
+
+def read_cache(name: str, settings: Settings | None = None) -> object | None:
+    """A derived-data snapshot written by `write_cache`, or None when absent or unreadable.
+
+    Only lossdoctor writes this directory (it lives in LOSSDOCTOR_HOME); a snapshot is data
+    derived from files in the package, never anything a user sent.
+    """
+    path = cache_dir(settings) / name
+    try:
+        with path.open("rb") as handle:
+            return pickle.load(handle)  # noqa: S301 - our own snapshot, see above
+    except Exception:  # noqa: BLE001 - a missing or stale snapshot is simply rebuilt
+        return None
+
+
+def write_cache(name: str, value: object, settings: Settings | None = None) -> None:
+    """Write a snapshot atomically; failure (read-only home...) only costs speed."""
+    directory = cache_dir(settings)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=directory, delete=False) as handle:
+            pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(handle.name, directory / name)
+        for old in directory.glob(name.split("-")[0] + "-*.pickle"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def sqlite_path(url: str) -> Path:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -80,10 +81,39 @@ def load_kb(directory: Path | None = None) -> KnowledgeBase:
     return KnowledgeBase(entries=entries, directory=directory)
 
 
+def fingerprint(directory: Path) -> str:
+    """Changes whenever a file under `directory` is added, removed or modified."""
+    digest = hashlib.sha1(str(directory.resolve()).encode())
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_kb_cached(directory: Path | None = None) -> KnowledgeBase:
+    """`load_kb` through a snapshot in the cache directory: validated entries and the matcher's
+    derived data (lexical index, regex prefilters), rebuilt whenever an entry file changes.
+    Any problem with the snapshot falls back to loading (and validating) the YAML."""
+    from bot.storage import read_cache, write_cache
+    from knowledge import matcher
+
+    directory = directory or ENTRIES_DIR
+    name = f"kb-{fingerprint(directory)}.pickle"
+    kb = read_cache(name)
+    if isinstance(kb, KnowledgeBase) and kb.directory == directory:
+        matcher.prime(kb)
+        return kb
+    kb = load_kb(directory)
+    matcher.warm(kb)
+    write_cache(name, kb)
+    return kb
+
+
 @lru_cache(maxsize=1)
 def default_kb() -> KnowledgeBase:
-    """The bundled knowledge base, loaded once per process."""
-    return load_kb()
+    """The bundled knowledge base, loaded once per process (from the snapshot cache when fresh)."""
+    return load_kb_cached()
 
 
 def load_entries() -> tuple[Entry, ...]:

@@ -120,9 +120,29 @@ class MatchText:
         return may_match(_literals(pattern), self.lower) and _rx(pattern).search(self.raw) is not None
 
 
-@lru_cache(maxsize=1024)
+_LITERALS: dict[str, frozenset[str] | None] = {}
+
+
 def _literals(pattern: str) -> frozenset[str] | None:
-    return required_literals(pattern)
+    if pattern not in _LITERALS:
+        _LITERALS[pattern] = required_literals(pattern)
+    return _LITERALS[pattern]
+
+
+def text_patterns(kb: KnowledgeBase) -> set[str]:
+    conditions = [c for e in kb.entries for c in (*e.requires, *e.excludes, *(s.when for s in e.evidence))]
+    return {c.text for c in conditions if c.text}
+
+
+def warm(kb: KnowledgeBase) -> None:
+    """Compute what matching derives from the knowledge base (kept in `kb.cache`, pickled with it)."""
+    lexical_index(kb)
+    kb.cache["literals"] = {p: _literals(p) for p in text_patterns(kb)}
+
+
+def prime(kb: KnowledgeBase) -> None:
+    """Reuse the derived data of a cached knowledge base."""
+    _LITERALS.update(kb.cache.get("literals", {}))  # type: ignore[arg-type]
 
 
 def holds(cond: Condition, report: Report, text: MatchText | None = None) -> bool:

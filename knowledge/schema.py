@@ -47,7 +47,7 @@ Metric = Literal["loss_zero", "loss_nan", "grad_norm_nan", "grad_norm_zero", "ev
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _check_regex(value: str | None) -> str | None:
@@ -191,6 +191,11 @@ class Reproduce(Strict):
     faults: list[Op] = Field(default_factory=list)
     """Operations that inject this failure into a scenario, applied after the defaults."""
     expect: Expect = Field(default_factory=Expect)
+    not_on_current: dict[str, str] = Field(default_factory=dict)
+    """match/ example file name -> why that report does not fail on the current stack (e.g. it
+    states trl 0.15, and trl >= 1.7 builds the labels itself). The engine must then report it
+    as not reproduced there. Keep rare: a report that states no versions and whose setup
+    fails on the current stack must reproduce."""
 
     _coerce_faults = field_validator("faults", mode="before")(_ops)
 
