@@ -49,7 +49,11 @@ def plan_for(report: Report, entry: Entry) -> Plan:
         elif UPGRADE_OP in names:
             plan.skipped.append((fix, "verified by running the scenario on the upgraded versions"))
         else:
-            plan.fixes.append((fix, apply_ops(scenario, fix.ops)))
+            fixed = apply_ops(scenario, fix.ops)
+            if fixed == scenario:
+                plan.skipped.append((fix, "it changes nothing in this setup (e.g. no num_labels covers a label of -1)"))
+            else:
+                plan.fixes.append((fix, fixed))
     return plan
 
 

@@ -52,6 +52,13 @@ FLAGS = {
     "attn_implementation": "attn_implementation",
 }  # fmt: skip
 _BOOL_TEXT = {"true": True, "false": False, "none": None}
+_INPUT_ID_COLUMNS = {"input_ids", "token_type_ids", "position_ids", "label_ids", "decoder_input_ids"}
+"""Columns ending in _ids that the model or the collators take (label_ids is renamed to labels)."""
+_FROZEN_EMBEDDINGS = re.compile(r"embed\w*(?:\.\w+|\(\))*\.(?:parameters\(\)\s*:\s*\n?\s*\w+\.requires_grad\s*=\s*False|requires_grad_\(\s*False)")
+_TARGET_OUT_OF_BOUNDS = re.compile(r"Target (-?\d+) is out of bounds")
+_WRITES_LABELS = re.compile(r"""["']labels["']\s*(?:\]\s*=|:)""")
+"""Code that writes a labels key: ``{"labels": ...}`` or ``example["labels"] = ...``."""
+LABEL_CREATING_COLLATORS = ("DataCollatorForLanguageModeling", "DataCollatorForCompletionOnlyLM")
 
 
 def build_scenario(report: Report, defaults: dict[str, Any], faults: list[Op]) -> tuple[Scenario, dict[str, str]]:
@@ -99,8 +106,15 @@ def _from_report(report: Report, current: dict[str, Any]) -> dict[str, tuple[Any
     found.update(_collator(report, current))
     found.update(_dataset(report, current))
     found.update(_flags(report))
-    if report.uses_peft or {"get_peft_model", "LoraConfig"} & set(report.calls):
+    found.update(_class_label_values(report))
+    peft = report.uses_peft or {"get_peft_model", "LoraConfig"} & set(report.calls)
+    if peft:
         found["lora"] = (True, "report")
+    if _FROZEN_EMBEDDINGS.search(report.text):
+        found["freeze_embeddings"] = (True, "report (embedding parameters set to requires_grad=False)")
+        if not peft:
+            found["lora"] = (False, "report (frozen embeddings, no PEFT in the paste)")
+    found.update(_consequences(report, found, current))
     return found
 
 
@@ -196,14 +210,25 @@ def _collator(report: Report, current: dict[str, Any]) -> dict[str, tuple[Any, s
 
 
 def _response_template(value: str) -> dict[str, tuple[Any, str]]:
-    """A literal marker, or token ids built with left context (tokenizer.encode(...)[2:], [ids])."""
-    in_context = ".encode(" in value or re.fullmatch(r"\[[\d,\s]+\]", value.strip()) is not None
-    if not in_context:
+    """A literal marker, token ids sliced from an encoding with left context, or a list of ids.
+
+    ``tokenizer.encode("\\n### Answer: ")[2:]`` drops the context's tokens and keeps the
+    template's own tokens, whitespace included (a trailing space stays a token of its own):
+    it is modelled as the template text without its leading whitespace, tokenised alone.
+    Its literal may be a variable defined elsewhere in the paste; then the entry's default
+    text stands in. A literal list of ids is taken as the in-context ids.
+    """
+    if re.fullmatch(r"\[[\d,\s]+\]", value.strip()):
+        return {"response_template_in_context": (True, "report (token ids)")}
+    if ".encode(" not in value:
         return {"response_template": (value, "report"), "response_template_in_context": (False, "report")}
-    found: dict[str, tuple[Any, str]] = {"response_template_in_context": (True, "report (token ids with context)")}
+    found: dict[str, tuple[Any, str]] = {
+        "response_template_in_context": (False, "report (ids sliced from an encoding with context: the template's own tokens)")
+    }
     literal = re.search(r"""(['"])(.+?)\1""", value)
     if literal:
-        found["response_template"] = (literal.group(2).encode().decode("unicode_escape"), "report")
+        text = literal.group(2).encode().decode("unicode_escape").lstrip()
+        found["response_template"] = (text, "report (its leading context sliced off)")
     return found
 
 
@@ -222,9 +247,51 @@ def _dataset(report: Report, current: dict[str, Any]) -> dict[str, tuple[Any, st
         found["labels_mode"] = (has_labels, "report (labels column present)")
     if fmt == "classification" and "label" in columns and "labels" not in columns:
         found["label_column"] = ("label", "report")
+    misnamed = sorted(c for c in columns if c.endswith("_ids") and c not in _INPUT_ID_COLUMNS)
+    if fmt in ("tokenized", "tokenized_with_labels") and misnamed and "labels" not in columns:
+        mode = current["labels_mode"] if current["labels_mode"] != "none" else "prompt_masked"
+        found["labels_mode"] = (mode, f"report (targets in column {misnamed[0]!r})")
+        found["label_column"] = (misnamed[0], "report")
     if fmt in ("tokenized", "tokenized_with_labels") and "text" in columns:
         found["keep_text_column"] = (True, "report (raw 'text' column beside input_ids)")
     return found
+
+
+def _class_label_values(report: Report) -> dict[str, tuple[Any, str]]:
+    """'Target 12 is out of bounds': a class id the head cannot take is in the data."""
+    for exc in report.exceptions:
+        found = _TARGET_OUT_OF_BOUNDS.search(exc.message)
+        if found:
+            value = int(found.group(1))
+            return {"class_label_values": ([0, 1, value], f"report (Target {value} in the error)")}
+    return {}
+
+
+def _consequences(report: Report, found: dict[str, tuple[Any, str]], current: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """Fields implied by what the report states, where the report does not state them itself.
+
+    - a collator that builds labels from input_ids (the LM collators) means the dataset holds
+      token ids and no labels column;
+    - assistant_only_loss works on conversational data only, so the dataset holds messages;
+    - default_data_collator cannot pad, so rows that reached the model were padded to one length.
+    """
+    out: dict[str, tuple[Any, str]] = {}
+    collator, source = found.get("collator", (None, ""))
+    stated_labels = (
+        report.dataset_format == "tokenized_with_labels"
+        or "labels" in report.dataset_columns
+        or _WRITES_LABELS.search(report.text) is not None
+    )
+    if collator in LABEL_CREATING_COLLATORS and source.startswith("report") and not stated_labels:
+        out["labels_mode"] = ("none", f"report ({collator} builds the labels)")
+        if found.get("dataset_format", (current["dataset_format"],))[0] == "classification":
+            out["dataset_format"] = ("tokenized", f"report ({collator} trains on tokens, not class labels)")
+    if found.get("assistant_only_loss", (False,))[0] is True and "dataset_format" not in found:
+        out["dataset_format"] = ("messages", "report (assistant_only_loss needs conversational data)")
+    ragged = any(re.search("expected sequence of length|Unable to create tensor", e.message) for e in report.exceptions)
+    if collator == "default_data_collator" and source.startswith("report") and not ragged:
+        out["padded_rows"] = (True, "report (default_data_collator needs rows of one length)")
+    return out
 
 
 def _flags(report: Report) -> dict[str, tuple[Any, str]]:

@@ -50,6 +50,8 @@ class Scenario(BaseModel):
     """False: model.config.pad_token_id is None (decoder LLMs as shipped)."""
     tokenizer_has_pad: bool = True
     lora: bool = False
+    freeze_embeddings: bool = False
+    """The embedding layer's parameters have requires_grad=False (frozen by the user)."""
     attn_implementation: str | None = None
 
     # trainer and collator
@@ -62,6 +64,8 @@ class Scenario(BaseModel):
     """Completion-only marker as the user wrote it (text)."""
     response_template_in_context: bool = False
     """True: pass the marker as token ids taken from its in-context tokenisation."""
+    response_template_context: Literal["own_line", "mid_line"] = "own_line"
+    """What precedes the marker in each text row: a newline (own line) or a space (mid-line)."""
     chat_template_generation_markers: bool = True
     """The tokenizer's chat template has {% generation %} markers."""
 
@@ -70,6 +74,8 @@ class Scenario(BaseModel):
     labels_mode: LabelsMode = "none"
     label_column: str = "labels"
     """Name of the labels column when present (a misnamed one, e.g. 'target_ids', is dropped by Trainer)."""
+    padded_rows: bool = False
+    """Tokenised rows padded to one length (tokenizer(..., padding='max_length')), as default_data_collator needs."""
     keep_text_column: bool = False
     """Keep the raw 'text' column beside the tokenised ones."""
     class_label_kind: Literal["int", "str", "float"] = "int"

@@ -17,6 +17,8 @@ import random
 import warnings
 
 IGNORE_INDEX = -100
+PADDED_LENGTH = 64
+"""Row length of a scenario whose rows are padded to one length without a max_length."""
 DEFAULT_RESPONSE_TEMPLATE = "\n### Answer:"
 """Marker between prompt and response in text rows when the scenario names none."""
 INSTRUCTION_PREFIX = "### Question:"
@@ -158,13 +160,15 @@ def response_template_text(s: dict) -> str:
 def _split_row(s: dict, prompt: str, response: str) -> tuple[str, str]:
     """Prompt part (question, newline, marker) and response part of a text row.
 
-    The data always holds the marker on its own line without surrounding whitespace,
-    followed by one space and the response. A marker that the user wrote with other
+    The data holds the marker without surrounding whitespace on its own line (or, with
+    ``response_template_context='mid_line'``, after a space), followed by one space and
+    the response. A marker that the user wrote with other
     whitespace (a leading space, a trailing space) is then tokenised differently on its
     own than in context, as happens with real BPE tokenizers.
     """
     marker = response_template_text(s).strip()
-    return f"{INSTRUCTION_PREFIX} {prompt}\n{marker}", f" {response}"
+    before = " " if s.get("response_template_context") == "mid_line" else "\n"
+    return f"{INSTRUCTION_PREFIX} {prompt}{before}{marker}", f" {response}"
 
 
 def _prompts_and_responses(s: dict) -> list[tuple[str, str]]:
@@ -229,9 +233,21 @@ def _tokenized_row(s: dict, tok, prompt_part: str, response_part: str) -> dict:
     row = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids)}
     if mode != "none":
         row[s["label_column"]] = labels
+    if s.get("padded_rows"):
+        _pad_row(row, s, tok)
     if s["keep_text_column"]:
         row["text"] = prompt_part + response_part
     return row
+
+
+def _pad_row(row: dict, s: dict, tok) -> None:
+    """Right-pad a tokenised row to ``max_length`` (or PADDED_LENGTH): pad ids, mask 0, labels -100."""
+    length = s["max_length"] or PADDED_LENGTH
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    fill = {"input_ids": pad, "attention_mask": 0}
+    for key, value in list(row.items()):
+        if isinstance(value, list) and key != "text":
+            row[key] = (value + [fill.get(key, IGNORE_INDEX)] * length)[:length]
 
 
 def build_rows(s: dict, tok) -> list[dict]:
@@ -244,6 +260,8 @@ def build_rows(s: dict, tok) -> list[dict]:
             row = {"input_ids": ids, "attention_mask": [1] * len(ids), s["label_column"]: label}
             if s["keep_text_column"]:
                 row["text"] = prompt
+            if s.get("padded_rows"):
+                _pad_row(row, s, tok)
             rows.append(row)
         return rows
     for prompt, response in pairs:
@@ -363,6 +381,9 @@ def build_model(s: dict, tok):
     torch.manual_seed(s["seed"])
     kwargs = {"attn_implementation": s["attn_implementation"]} if s["attn_implementation"] else {}
     model = auto.from_config(config, **kwargs)
+    if s.get("freeze_embeddings"):
+        embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
+        embeddings.requires_grad_(False)
     if s["enable_input_require_grads"] is True:
         model.enable_input_require_grads()
     elif s["enable_input_require_grads"] is False:

@@ -60,6 +60,19 @@ def standalone_response_template(scenario: Scenario) -> Scenario:
 
 
 @register
+def marker_tokenised_apart(scenario: Scenario) -> Scenario:
+    """Fault: the rows hold the marker where its standalone tokenisation differs from the row's.
+
+    A marker written without leading whitespace goes mid-line (after a space, which a
+    byte-level BPE merges into the first token, as SentencePiece's prefix space does); one
+    written with leading whitespace goes on its own line, after a newline.
+    """
+    template = scenario.response_template or DEFAULT_RESPONSE_TEMPLATE
+    context = "own_line" if template[:1].isspace() else "mid_line"
+    return changed(scenario, response_template_context=context)
+
+
+@register
 def seq2seq_collator_without_labels(scenario: Scenario) -> Scenario:
     """Fault: DataCollatorForSeq2Seq on rows without labels: it emits labels=None (the Unsloth seed)."""
     return changed(scenario, collator="DataCollatorForSeq2Seq", collator_kwargs={})

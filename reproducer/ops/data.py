@@ -5,6 +5,8 @@ from __future__ import annotations
 from reproducer.ops import changed, register
 from reproducer.scenario import Scenario
 
+MAX_PROMPT_WORDS = 200
+
 # -- fixes
 
 
@@ -37,5 +39,13 @@ def remove_generation_markers(scenario: Scenario) -> Scenario:
 
 @register
 def truncate_completions(scenario: Scenario, max_length: int | None = None) -> Scenario:
-    """Fault: max_length shorter than the prompt, so truncation removes every response token."""
+    """Fault: max_length shorter than the prompt, so truncation removes every response token.
+
+    With a max_length already set (the user's), the prompts are made longer than it instead
+    (at most MAX_PROMPT_WORDS words, within the tiny model's 256 positions).
+    """
+    if max_length is None and scenario.max_length is not None:
+        if scenario.max_length + 4 > MAX_PROMPT_WORDS:
+            return scenario
+        return changed(scenario, prompt_words=max(scenario.prompt_words, scenario.max_length + 4))
     return changed(scenario, max_length=max_length or scenario.prompt_words + 4)

@@ -50,6 +50,10 @@ def batch_results():
 def test_entry_reproduces_and_fixes_verify(batch_results, entry, example):
     _, report, plan, baseline, fixes = batch_results[example.name]
     ok, why = baseline_reproduces(baseline, entry.reproduce.expect, report)
+    not_on_current = entry.reproduce.not_on_current.get(example.name.rsplit("/", 1)[-1])
+    if not_on_current:
+        assert not ok, f"declared not reproducible on the current stack ({not_on_current}), but it reproduced: {why}"
+        return
     assert ok, f"baseline did not reproduce: {why}\nsources: {plan.sources}"
     assert fixes or plan.skipped, "a reproducible entry needs at least one fix to try"
     for fix, record in fixes:

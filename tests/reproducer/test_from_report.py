@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.models import Report
+from bot.models import ExceptionInfo, Report
 from knowledge.schema import Entry, Op
 from reproducer.checks import baseline_reproduces, fix_verified
 from reproducer.child import run_scenario
@@ -112,8 +112,58 @@ def test_response_template_literal_or_token_ids_with_context():
     assert (scenario.response_template, scenario.response_template_in_context) == ("### Answer:", False)
     encoded = Report(flags={"response_template": "tokenizer.encode('\\n### Answer:', add_special_tokens=False)[2:]"})
     scenario, sources = build(encoded)
-    assert scenario.response_template_in_context and scenario.response_template == "\n### Answer:"
-    assert sources["response_template_in_context"] == "report (token ids with context)"
+    # ids sliced from an encoding with context are the template's own tokens, not the row's
+    assert not scenario.response_template_in_context and scenario.response_template == "### Answer:"
+    assert sources["response_template_in_context"].startswith("report (ids sliced from an encoding with context")
+    scenario, _ = build(Report(flags={"response_template": "[22559, 25, 220]"}))
+    assert scenario.response_template_in_context
+
+
+def test_out_of_bounds_target_in_the_error_is_a_class_id_in_the_data():
+    report = Report(flags={"num_labels": 12}, exceptions=[ExceptionInfo(type="IndexError", message="Target 12 is out of bounds.")])
+    scenario, sources = build(report, {"head": "seq_cls", "dataset_format": "classification"}, [Op(op="labels_out_of_range")])
+    assert (scenario.num_labels, scenario.class_label_values) == (12, [0, 1, 12])
+    assert sources["class_label_values"] == "report (Target 12 in the error)"
+    scenario, _ = build(Report(flags={"num_labels": 10}), {"head": "seq_cls"}, [Op(op="labels_out_of_range")])
+    assert scenario.class_label_values == [0, 1, 11]  # the fault, on the report's num_labels
+
+
+def test_lm_collator_means_token_data_without_labels():
+    report = Report(collator="DataCollatorForLanguageModeling", dataset_format="classification")
+    scenario, sources = build(report, {"labels_mode": "input_ids"})
+    assert (scenario.dataset_format, scenario.labels_mode) == ("tokenized", "none")
+    assert sources["labels_mode"] == "report (DataCollatorForLanguageModeling builds the labels)"
+    scenario, _ = build(Report(collator="DataCollatorForLanguageModeling", dataset_format="tokenized_with_labels"))
+    assert scenario.labels_mode != "none"
+    writes_labels = Report(collator="DataCollatorForLanguageModeling", text='return {"input_ids": ids, "labels": labels}')
+    assert build(writes_labels, {"labels_mode": "prompt_masked"})[0].labels_mode == "prompt_masked"
+
+
+def test_assistant_only_loss_means_conversational_data():
+    scenario, sources = build(Report(flags={"assistant_only_loss": True}), {"trainer": "SFTTrainer", "dataset_format": "prompt_completion"})
+    assert scenario.dataset_format == "messages" and sources["dataset_format"].startswith("report")
+
+
+def test_default_data_collator_means_rows_of_one_length_unless_the_error_says_otherwise():
+    scenario, _ = build(Report(collator="default_data_collator"))
+    assert scenario.padded_rows
+    ragged = Report(collator="default_data_collator", exceptions=[ExceptionInfo(type="ValueError", message="expected sequence of length 24 at dim 1 (got 27)")])
+    assert not build(ragged)[0].padded_rows
+
+
+def test_column_ending_in_ids_holds_the_misnamed_targets():
+    report = Report(dataset_format="tokenized", dataset_columns=["input_ids", "attention_mask", "target_ids", "prompt"])
+    scenario, sources = build(report)
+    assert (scenario.label_column, scenario.labels_mode) == ("target_ids", "prompt_masked")
+    assert sources["label_column"] == "report"
+
+
+def test_frozen_embeddings_without_peft():
+    text = "for p in model.bert.embeddings.parameters():\n    p.requires_grad = False\nmodel.gradient_checkpointing_enable()"
+    scenario, _ = build(Report(text=text), {"lora": True})
+    assert scenario.freeze_embeddings and not scenario.lora
+    scenario, _ = build(Report(text="model.get_input_embeddings().requires_grad_(False)", uses_peft=True))
+    assert scenario.freeze_embeddings and scenario.lora
 
 
 def test_dataset_format_and_labels_column():
