@@ -273,10 +273,17 @@ def _consequences(report: Report, found: dict[str, tuple[Any, str]], current: di
     - a collator that builds labels from input_ids (the LM collators) means the dataset holds
       token ids and no labels column;
     - assistant_only_loss works on conversational data only, so the dataset holds messages;
-    - default_data_collator cannot pad, so rows that reached the model were padded to one length.
+    - default_data_collator cannot pad, so rows that reached the model were padded to one length;
+    - with SFTTrainer and no collator named, an entry's default LM collator stands for "a collator
+      that tensorises every column"; trl >= 1.7 writes a labels column that the LM collator's
+      tokenizer.pad cannot pad, so DataCollatorForSeq2Seq (which pads labels with -100) stands in.
     """
     out: dict[str, tuple[Any, str]] = {}
     collator, source = found.get("collator", (None, ""))
+    trainer, trainer_source = found.get("trainer", (None, ""))
+    if (trainer == "SFTTrainer" and trainer_source.startswith("report") and collator is None
+            and current["collator"] == "DataCollatorForLanguageModeling"):
+        out["collator"] = ("DataCollatorForSeq2Seq", "default (stands for an unnamed collator under SFTTrainer, which writes labels)")
     stated_labels = (
         report.dataset_format == "tokenized_with_labels"
         or "labels" in report.dataset_columns

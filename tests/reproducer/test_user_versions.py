@@ -44,3 +44,28 @@ def test_unsloth_seed_report_is_verified_on_its_own_trl_release():
     upgrade = status["upgrade-trl"]
     assert upgrade["status"] == "verified"
     assert upgrade["evidence"]["versions"]["trl"] != "0.15.2"  # it ran on the upgraded release
+
+
+def test_lora_gradient_checkpointing_reproduces_on_transformers_4_55_and_not_on_current():
+    example = ROOT / "examples" / "lora-gradient-checkpointing-4.55.txt"
+    d = diagnose_json(example)
+    assert d["verdict"] == "verified"
+    assert d["failure_class"] == "no_grad_gradient_checkpointing"
+    repro = d["reproduction"]
+    assert repro["versions"]["transformers"] == "4.55.4"
+    assert "element 0 of tensors does not require grad" in repro["baseline"]["exception"]["message"]
+    status = {f["id"]: f for f in d["fixes"]}
+    assert status["enable-input-require-grads"]["status"] == "verified"
+    assert status["upgrade-transformers"]["status"] == "verified"
+    assert status["upgrade-transformers"]["evidence"]["versions"]["transformers"] != "4.55.4"
+
+    # the same scenario on the installed (current) stack does not fail, and lossdoctor says so
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "diagnose"), "--json", "--no-build-envs", str(example)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "LOSSDOCTOR_HOME": str(TEST_HOME)},
+    )
+    current = json.loads(proc.stdout)
+    assert current["verdict"] == "matched"
+    assert current["reproduction"]["reproduced"] is False
+    assert current["reproduction"]["baseline"]["ok"] is True
+    assert "4.55.4" in current["reproduction"]["note"]
