@@ -333,12 +333,21 @@ def test_child_cli_reads_runs_on_stdin_and_writes_one_json_object():
     assert fix.fix == "use-lm-collator" and fix.ok and fix.params_changed
 
 
-LEGACY_PYTHON = os.environ.get("LOSSDOCTOR_LEGACY_PYTHON")
+def legacy_python() -> str:
+    """LOSSDOCTOR_LEGACY_PYTHON, else the cached legacy environment (built on first use)."""
+    if os.environ.get("LOSSDOCTOR_LEGACY_PYTHON"):
+        return os.environ["LOSSDOCTOR_LEGACY_PYTHON"]
+    from bot.settings import Settings
+    from reproducer.envs import EnvManager
+
+    home = Path(os.environ.get("LOSSDOCTOR_TEST_ENVS", Path.home() / ".cache" / "lossdoctor-test-envs"))
+    env = EnvManager(Settings(home=home, env_disk_budget_gb=8.0)).ensure({"transformers": "4.55.4", "trl": "0.19.1"})
+    return str(env.python)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LEGACY_PYTHON, reason="set LOSSDOCTOR_LEGACY_PYTHON to a python with transformers 4.55 / trl 0.19")
 def test_child_runs_on_the_legacy_stack():
+    LEGACY_PYTHON = legacy_python()  # noqa: N806
     seed = Scenario(trainer="SFTTrainer", dataset_format="text", collator="DataCollatorForSeq2Seq")
     gc_lora = Scenario(lora=True, gradient_checkpointing=True, labels_mode="prompt_masked", collator="DataCollatorForSeq2Seq")
     request = {"runs": [{"fix": None, "scenario": seed.model_dump()}, {"fix": None, "scenario": gc_lora.model_dump()}]}
