@@ -154,7 +154,11 @@ def _parse(source: str) -> ast.Module | None:
         return None
 
 
-def _read_pieces(source: str, facts: CodeFacts, max_pending: int = 40) -> None:
+MAX_PARSE_ATTEMPTS = 200
+"""`ast.parse` calls one broken code block may cost; past it, the rest is read with regexes."""
+
+
+def _read_pieces(source: str, facts: CodeFacts, max_pending: int = 12) -> None:
     """Parse top-level statements in growing windows; regex what never parses."""
     chunks: list[str] = []
     for line in source.split("\n"):
@@ -163,9 +167,15 @@ def _read_pieces(source: str, facts: CodeFacts, max_pending: int = 40) -> None:
         else:
             chunks.append(line)
     pending: list[str] = []
-    for chunk in chunks:
+    attempts = 0
+    for index, chunk in enumerate(chunks):
+        if attempts >= MAX_PARSE_ATTEMPTS:
+            for rest in pending + chunks[index:]:
+                facts.add(_regex_facts(rest))
+            return
         pending.append(chunk)
         while pending:
+            attempts += 2
             tree = _parse("\n".join(pending))
             if tree is not None:
                 _AstReader(facts).read(tree)
