@@ -12,7 +12,6 @@ Exit codes of ``diagnose``:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

@@ -11,7 +11,6 @@ import mmap
 import os
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -64,20 +63,9 @@ def probe(scenario: dict) -> dict:
     return {"ok": True, "verdict": "done"}
 
 
-def bwrap_or_skip() -> None:
-    """Without bwrap these tests fail on CI (CI=true) and are skipped elsewhere."""
-    found = sandbox.detect()
-    if not found.bwrap:
-        message = f"bwrap cannot run here: {found.reason}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
-def pool():
+def pool(bwrap):
     """One pool for this module, started by a caller that holds a token."""
-    bwrap_or_skip()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HF_TOKEN", "hf_test_secret_value")
         with WarmPool(target="test_pool:probe", import_paths=(str(HERE),), workers=2) as warm:
@@ -130,30 +118,6 @@ def test_pool_restarts_when_its_parent_died(pool):
     pool.proc.wait()
     (record,) = pool.run(runs({"probe": "pid"}), NORMAL)
     assert record["ok"] and pool.proc.pid != old
-
-
-@pytest.fixture
-def listener():
-    """A real TCP server on 127.0.0.1 that answers b'pong' to every connection."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except (TimeoutError, OSError):
-                continue
-            with conn:
-                conn.sendall(b"pong")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
 
 
 def test_runs_in_the_pool_are_isolated(pool, listener, tmp_path):
@@ -213,27 +177,24 @@ def test_pool_gives_the_same_records_as_a_fresh_subprocess(pool):
     assert again["losses"] == fixed["losses"]  # same seed, same loss
 
 
-def test_run_batch_returns_records_and_evidence():
+def test_run_batch_returns_records_and_evidence(bwrap):
     from reproducer.runner import run_batch
 
-    bwrap_or_skip()
     result = run_batch([{"fix": None, "scenario": scenario(collator="DataCollatorForLanguageModeling")}])
     assert set(result) >= {"runs", "versions", "device", "sandbox", "seconds"}
     assert result["sandbox"].startswith("bwrap") and result["versions"]["transformers"]
     assert result["runs"][0]["ok"] and result["runs"][0]["loss"] > 0
 
 
-def test_run_batch_with_an_interpreter_that_cannot_run_raises_a_clear_error():
+def test_run_batch_with_an_interpreter_that_cannot_run_raises_a_clear_error(bwrap):
     from bot.errors import ReproductionError
     from reproducer.runner import run_batch
 
-    bwrap_or_skip()
     with pytest.raises(ReproductionError, match="could not run with /nonexistent/python"):
         run_batch([{"fix": None, "scenario": scenario()}], python="/nonexistent/python")
 
 
-def test_pool_that_cannot_start_raises_a_clear_error():
-    bwrap_or_skip()
+def test_pool_that_cannot_start_raises_a_clear_error(bwrap):
     broken = WarmPool(target="no_such_module:run")
     from bot.errors import ReproductionError
 

@@ -25,21 +25,6 @@ pytestmark = pytest.mark.sandbox
 LIMITS = Limits(timeout_s=60, memory_mb=4096, cpu_s=60)
 
 
-def bwrap_or_skip() -> Isolation:
-    """The bwrap isolation; without it the test fails on CI (CI=true) and is skipped elsewhere."""
-    found = sandbox.detect()
-    if not found.bwrap:
-        message = f"bwrap cannot run here: {found.reason}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-@pytest.fixture
-def bwrap() -> Isolation:
-    return bwrap_or_skip()
-
 
 def unsandboxed(code: str) -> subprocess.CompletedProcess:
     """The positive control: the same probe in a plain child process of the test."""
@@ -48,30 +33,6 @@ def unsandboxed(code: str) -> subprocess.CompletedProcess:
 
 def sandboxed(code: str, iso: Isolation, limits: Limits = LIMITS) -> sandbox.Completed:
     return sandbox.run([sys.executable, "-c", code], limits=limits, iso=iso)
-
-
-@pytest.fixture
-def listener():
-    """A real TCP server on 127.0.0.1 that answers b'pong' to every connection."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except (TimeoutError, OSError):
-                continue
-            with conn:
-                conn.sendall(b"pong")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
 
 
 CONNECT = """
