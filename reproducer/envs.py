@@ -342,7 +342,8 @@ class EnvManager:
 
     def _index_versions(self, name: str) -> tuple[list[str], str]:
         """(versions on the registry, why a registry could not be reached or '')."""
-        command = [self.base_python, "-m", "pip", "index", "versions", name, "--json", "-vv",
+        # plain-text output: `--json` needs pip >= 23.3, and a fresh venv may carry an older pip
+        command = [self.base_python, "-m", "pip", "index", "versions", name, "-vv",
                    "--timeout", "15", "--retries", "1"]
         if self.settings.pip_index_url:
             command += ["--index-url", self.settings.pip_index_url]
@@ -353,8 +354,8 @@ class EnvManager:
         failures = _UNREACHABLE.findall(result.stderr + result.stdout)
         error = f"{failures[0][0]}: {failures[0][1]}" if failures else ""
         for line in result.stdout.splitlines():
-            if line.startswith("{"):
-                return list(json.loads(line).get("versions", [])), error
+            if line.startswith("Available versions:"):
+                return [v.strip() for v in line.split(":", 1)[1].split(",") if v.strip()], error
         return [], error
 
     def _find_cached(self, plan: InstallPlan, prefer: str) -> tuple[str, dict[str, str]] | None:

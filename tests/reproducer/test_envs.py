@@ -54,9 +54,11 @@ elif args[:4] == ["-m", "pip", "index", "versions"]:
     if (STATE / "unreachable").exists():
         print(f"Could not fetch URL https://registry.invalid/simple/{{name}}/: connection error: refused - skipping",
               file=sys.stderr)
-        print(json.dumps({{"name": name, "versions": []}}))
-    elif name in index:
-        print(json.dumps({{"name": name, "versions": index[name]}}))
+        print("ERROR: No matching distribution found for " + name, file=sys.stderr)
+        sys.exit(1)
+    elif name in index:  # pip's plain-text answer
+        print(f"{{name}} ({{index[name][0]}})")
+        print("Available versions: " + ", ".join(index[name]))
     else:
         print("ERROR: No matching distribution found for " + name, file=sys.stderr)
         sys.exit(1)
