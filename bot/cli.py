@@ -66,6 +66,8 @@ def diagnose_parser() -> argparse.ArgumentParser:
 def diagnose_main(argv: list[str] | None = None) -> None:
     """Entry point of ``diagnose``. argparse, not typer: this path must start fast (see bench/)."""
     args = diagnose_parser().parse_args(argv)  # exits 2 with a usage message on bad options
+    # pydantic scans every installed distribution for plugins on first use (~30 ms); lossdoctor uses none
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     files = args.files
     if not files:
         if sys.stdin.isatty():

@@ -4,7 +4,6 @@ Everything here is plain pydantic with ``extra="forbid"`` so that a typo in a fi
 name fails loudly. No module in `bot.models` imports torch, transformers or langchain.
 """
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

@@ -12,15 +12,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from bot.errors import KnowledgeBaseError
 from knowledge.schema import Entry
 
 ENTRIES_DIR = Path(__file__).parent / "entries"
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -62,8 +59,10 @@ class KnowledgeBase:
 
 def load_entry(path: Path) -> Entry:
     """Read and validate one ``entry.yaml``; errors name the file and the field."""
+    import yaml  # only needed when the knowledge-base snapshot is missing or stale
+
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise KnowledgeBaseError(f"{path}: cannot read YAML: {exc}") from exc
     try:

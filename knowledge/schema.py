@@ -5,7 +5,6 @@ the fixes (each mapped to reproducer operations), the versions it affects, and h
 reproduce it. Unknown keys are errors.
 """
 
-from __future__ import annotations
 
 import re
 from typing import Any, Literal
@@ -114,7 +113,7 @@ class Condition(Strict):
     _regex_fields = ("exception", "text", "warning", "model_class", "model_name", "frame", "defined_function")
 
     @model_validator(mode="after")
-    def _validate(self) -> Condition:
+    def _validate(self) -> "Condition":
         for name in self._regex_fields:
             _check_regex(getattr(self, name))
         if not self.model_fields_set:
@@ -238,7 +237,7 @@ class Entry(Strict):
         return value
 
     @model_validator(mode="after")
-    def _fixes_unique(self) -> Entry:
+    def _fixes_unique(self) -> "Entry":
         ids = [f.id for f in self.fixes]
         if len(ids) != len(set(ids)):
             raise ValueError(f"duplicate fix ids in {self.id}")
