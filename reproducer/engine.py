@@ -238,12 +238,17 @@ class Reproducer:
                         self._replace_fix(outcome, fix, "not_run", {"reason": f"could not build {package} {wanted}: {exc}"})
                         continue
                     python = str(env.python)
-                batch = self.run_batch([{"fix": fix.id, "scenario": outcome.plan.scenario.model_dump()}], python=python)
-                record = _record(batch["runs"][0], fix.id)
-                ok, why = fix_verified(record.model_dump(), responses_only=False)
-                record.verdict = "verified" if ok else "failed"
+                record, why = self._run_one(fix.id, outcome.plan.scenario, python=python, responses_only=False)
                 outcome.runs.append(record)
                 self._replace_fix(outcome, fix, record.verdict, _evidence(record, f"{why} on {package} {record.versions.get(package)}"))
+
+    def _run_one(self, fix_id: str, scenario: Scenario, *, python: str | None, responses_only: bool) -> tuple[RunRecord, str]:
+        """Run one fixed scenario in the sandbox and judge it; the record's verdict is 'verified' or 'failed'."""
+        batch = self.run_batch([{"fix": fix_id, "scenario": scenario.model_dump()}], python=python)
+        record = _record(batch["runs"][0], fix_id)
+        ok, why = fix_verified(record.model_dump(), responses_only=responses_only)
+        record.verdict = "verified" if ok else "failed"
+        return record, why
 
     def _replace_fix(self, outcome: Outcome, fix: Fix, status: str, evidence: dict[str, Any]) -> None:
         outcome.fixes = [f for f in outcome.fixes if f.id != fix.id]
@@ -258,14 +263,11 @@ class Reproducer:
         second, _ = others[0].plan.fixes[0]
         scenario = apply_ops(apply_ops(chosen.plan.scenario, first.ops), second.ops)
         fix_id = f"{first.id}+{second.id}"
-        batch = self.run_batch([{"fix": fix_id, "scenario": scenario.model_dump()}], python=None)
-        record = _record(batch["runs"][0], fix_id)
-        ok, why = fix_verified(record.model_dump(), responses_only=first.responses_only or second.responses_only)
-        record.verdict = "verified" if ok else "failed"
+        record, why = self._run_one(fix_id, scenario, python=None, responses_only=first.responses_only or second.responses_only)
         chosen.runs.append(record)
         return FixOutcome(
             id=fix_id, title=f"{first.title} + {second.title}", entry=chosen.plan.entry.id,
-            ops=[op.op for op in [*first.ops, *second.ops]], status="verified" if ok else "failed",
+            ops=[op.op for op in [*first.ops, *second.ops]], status=record.verdict,  # type: ignore[arg-type]
             evidence=_evidence(record, why), snippet="\n".join(s for s in (first.snippet, second.snippet) if s) or None,
         )
 
