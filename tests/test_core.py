@@ -90,3 +90,23 @@ def test_secrets_are_reported_and_never_echoed():
 def test_report_notes_reach_the_reply():
     d = diagnose(Report(text="x", notes=["input was truncated to its last 8 MB"]), KB)
     assert "input was truncated" in d.reply
+
+
+def test_two_causes_get_their_first_fixes_tried_together():
+    """When both candidates reproduce and no single fix works, the engine runs their first fixes combined."""
+    from reproducer.engine import Outcome, Reproducer, plan_for
+
+    seen = []
+
+    def run_batch(runs, python=None):  # the sandbox seam: records the combined scenario, answers a training run
+        seen.extend(runs)
+        return {"runs": [{"ok": True, "loss": 5.9, "supervised_tokens": 40, "params_changed": True, "losses": [6.1, 5.9], "prompt_tokens_supervised": 0}]}
+
+    first, second = (KB.get(e) for e in ("seq2seq-collator-creates-no-labels", "padding-collator-creates-no-labels"))
+    report = parse_text(NO_LOSS_NO_LABELS)
+    outcomes = [Outcome(plan_for(report, e), RunRecord(ok=False), True, "", [], [], {}) for e in (first, second)]
+    combined = Reproducer(run_batch=run_batch)._combined_fix(report, outcomes, outcomes[0])
+    fix_a, fix_b = outcomes[0].plan.fixes[0][0], outcomes[1].plan.fixes[0][0]
+    assert combined.id == f"{fix_a.id}+{fix_b.id}" and combined.status == "verified"
+    assert combined.ops == [op.op for op in (*fix_a.ops, *fix_b.ops)]
+    assert seen[0]["fix"] == combined.id and outcomes[0].runs[-1].verdict == "verified"
