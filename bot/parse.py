@@ -712,6 +712,35 @@ _PROSE_FLAG = re.compile(
     r"[\"']?\s{0,3}[=:]\s{0,3}(True|False|true|false|\d{1,7})(?![\w.])"
 )
 _NOT_PROSE_MODEL = frozenset({"PreTrainedModel", "PeftModel", "BaseModel", "TheModel", "MyModel"})
+_CLI_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_-]{1,60})(?:(?:=|[ \t]{1,4})(\"[^\"\n]{0,300}\"|'[^'\n]{0,300}'|[^\s\\-][^\s\\]{0,300}))?")
+_CLI_LINE = re.compile(r"(?:^|\s)--[a-z]")
+_NOT_CLI = re.compile(r"\b(?:pip3?|conda|uv|apt(?:-get)?|git|docker)\s+(?:install|clone|run|pull|add)\b")
+_CLI_NAME_FLAGS = frozenset({"model_name_or_path", "model", "model_id", "model_type", "base_model"})
+
+
+def _cli_flags(line: str) -> dict[str, cf.FlagValue]:
+    """`--fp16`, `--gradient_accumulation_steps 16`, `--bf16 True` on a launch command line.
+
+    A bare switch means True; hyphens in names become underscores (argparse does the same).
+    """
+    flags: dict[str, cf.FlagValue] = {}
+    if _NOT_CLI.search(line):
+        return flags
+    for m in _CLI_FLAG.finditer(line):
+        name, raw = m.group(1).replace("-", "_"), m.group(2)
+        if raw is None:
+            flags.setdefault(name, True)
+            continue
+        value = raw.strip("\"'")
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            flags.setdefault(name, lowered == "true")
+        elif _NUMBER.match(value) and not lowered.startswith(("nan", "inf")):
+            number = float(value)
+            flags.setdefault(name, int(number) if number.is_integer() and "." not in value and "e" not in lowered else number)
+        else:
+            flags.setdefault(name, value[:500])
+    return flags
 
 
 def _prose_facts(state: _State) -> None:
@@ -737,13 +766,22 @@ def _prose_facts(state: _State) -> None:
             m = _PROSE_COLLATOR.search(line)
             if m and found.collator is None:
                 found.collator = m.group(1)
+        if "--" in line and _CLI_LINE.search(line):
+            for name, value in _cli_flags(line).items():
+                found.flags.setdefault(name, value)
+                if name in _CLI_NAME_FLAGS and isinstance(value, str):
+                    cf._extend(found.model_names, [value])
+                if name in ("finetuning_type", "train_type", "tuner_backend", "adapter") and str(value).lower() in (
+                    "lora", "qlora", "peft"
+                ):
+                    found.uses_peft = True
         if "=" in line or ":" in line:
             for m in _PROSE_FLAG.finditer(line):
                 value = m.group(2)
                 found.flags.setdefault(
                     m.group(1), value.lower() == "true" if value.lower() in ("true", "false") else int(value)
                 )
-    if found.model_classes or found.trainer or found.collator or found.flags:
+    if found.model_classes or found.trainer or found.collator or found.flags or found.model_names or found.uses_peft:
         cf._finish_flags(found.flags)
         facts.add(found)
         if any(n.startswith(("PeftModel", "AutoPeftModel")) for n in found.model_classes):

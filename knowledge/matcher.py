@@ -83,6 +83,10 @@ def _metric(report: Report, metric: str) -> bool:
         return any(math.isnan(v) for v in report.losses)
     if metric == "grad_norm_nan":
         return any(math.isnan(v) for v in report.grad_norms)
+    if metric == "loss_inf":
+        return any(math.isinf(v) for v in report.losses)
+    if metric == "grad_norm_inf":
+        return any(math.isinf(v) for v in report.grad_norms)
     if metric == "grad_norm_zero":
         return any(v == 0.0 for v in report.grad_norms)
     if metric == "eval_loss_nan":

@@ -42,7 +42,9 @@ FAILURE_CLASSES = (
     "out_of_scope",
 )
 
-Metric = Literal["loss_zero", "loss_nan", "grad_norm_nan", "grad_norm_zero", "eval_loss_nan", "loss_high"]
+Metric = Literal[
+    "loss_zero", "loss_nan", "loss_inf", "grad_norm_nan", "grad_norm_inf", "grad_norm_zero", "eval_loss_nan", "loss_high"
+]
 
 
 class Strict(BaseModel):

@@ -618,3 +618,49 @@ def test_deepspeed_json_fragment_without_braces():
     assert report.flags["zero_stage"] == 2
     assert report.flags["overlap_comm"] is True
     assert "config" in report.sections
+
+
+# ------------------------------------------------------------- command-line flags
+
+
+def test_launch_command_flags_are_read():
+    report = parse_text(
+        "```bash\n"
+        "CUDA_VISIBLE_DEVICES=0,1 swift sft --model_type qwen2-7b --gradient_accumulation_steps 16 --fp16 \\\n"
+        "  --train_type lora --deepspeed default-zero2 --max_length 2048 --gradient-checkpointing true \\\n"
+        "  --learning_rate 1e-4 --output_dir out\n"
+        "```\n"
+    )
+    assert report.flags["gradient_accumulation_steps"] == 16
+    assert report.flags["fp16"] is True
+    assert report.flags["gradient_checkpointing"] is True
+    assert report.flags["max_length"] == 2048
+    assert report.flags["learning_rate"] == 0.0001
+    assert report.flags["zero_stage"] == 2
+    assert report.uses_peft is True
+    assert "qwen2-7b" in report.model_names
+
+
+def test_llamafactory_cli_style_flags():
+    report = parse_text(
+        "python src/train_bash.py --stage sft --model_name_or_path meta-llama/Llama-2-7b-hf "
+        "--finetuning_type lora --bf16 True --remove_unused_columns False --packing"
+    )
+    assert report.flags["bf16"] is True
+    assert report.flags["remove_unused_columns"] is False
+    assert report.flags["packing"] is True
+    assert report.uses_peft is True
+    assert report.model_type == "llama"
+
+
+def test_pip_install_options_are_not_training_flags():
+    report = parse_text("pip install --upgrade transformers --no-cache-dir\nthe loss is nan")
+    assert "upgrade" not in report.flags
+    assert "no_cache_dir" not in report.flags
+
+
+def test_inf_grad_norm_is_recorded():
+    import math
+
+    report = parse_text("{'loss': 2.31, 'grad_norm': inf, 'learning_rate': 1e-05, 'epoch': 0.01}")
+    assert report.grad_norms and math.isinf(report.grad_norms[0])
