@@ -359,6 +359,9 @@ class _AstReader:
         elif MODEL_CLASS.match(last) and not NOT_MODEL_CLASS.search(last) and last[:1].isupper() and "." not in name:
             if node.args or "config" in kwargs:
                 _extend(self.facts.model_classes, [last])
+                for key, value in kwargs.items():  # simpletransformers: ClassificationModel(..., num_labels=5)
+                    if key in LOADER_FLAGS:
+                        self.facts.flags.setdefault(key, _value(value))
         if last.endswith("Config") and last[:1].isupper() and not TRAINING_ARGS_CLASSES.match(last):
             if last not in ("LoraConfig", "BitsAndBytesConfig", "AutoConfig", "PeftConfig", "GenerationConfig"):
                 _extend(self.facts.config_classes, [last])
