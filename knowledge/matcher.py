@@ -25,6 +25,13 @@ LEXICAL_ONLY_MIN_RAW = 9.0
 """When no entry has enough structured evidence, a lexical-only candidate needs this raw BM25 score."""
 LEXICAL_QUERY_CHARS = 32_000
 """Only the head and tail of a huge paste feed the lexical query (time stays bounded)."""
+ALTERNATIVES = 3
+"""When the evidence supports fewer distinct classes than this, weaker alternatives fill the list."""
+ALTERNATIVE_GAP = 2.5
+"""Alternatives score at least this far below the best candidate, so they are listed but never
+'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
+ALTERNATIVE_MIN_LEXICAL = 0.5
+"""An entry without enough evidence is listed as an alternative only if its wording is this close to the best."""
 EXAMPLE_CHARS = 3_000
 MATCH_TEXT_CHARS = 256_000
 """`text` conditions search at most this much of a paste: its head and its tail (tracebacks are at the end)."""
@@ -264,6 +271,7 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     top_raw = max(raw, default=0.0)
     candidates: list[Candidate] = []
     lexical_only: list[Candidate] = []
+    weak: list[tuple[float, Entry, list[str]]] = []
     text = MatchText(report.text)
     for entry, lex in zip(kb.entries, raw):
         result = evidence_score(entry, report, text)
@@ -275,12 +283,41 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
             if bonus >= 0.05:
                 why = [*why, f"the wording of the report resembles this entry (lexical {bonus:.2f})"]
             candidates.append(_candidate(entry, score + bonus, why))
-        elif top_raw >= LEXICAL_ONLY_MIN_RAW and lex >= 0.6 * top_raw and score >= 0:
-            why = [*why, f"no decisive evidence; the wording resembles this entry (lexical {lex:.1f})"]
-            lexical_only.append(_candidate(entry, round(score * 0.25 + bonus, 3), why))
+            continue
+        if top_raw >= LEXICAL_ONLY_MIN_RAW and lex >= 0.6 * top_raw and score >= 0:
+            lexical_only.append(
+                _candidate(entry, round(score * 0.25 + bonus, 3),
+                           [*why, f"no decisive evidence; the wording resembles this entry (lexical {lex:.1f})"])
+            )
+        if score > 0 or bonus >= ALTERNATIVE_MIN_LEXICAL:
+            weak.append((0.5 * score / entry.min_score + bonus, entry, why))
     pool = candidates or lexical_only
     pool.sort(key=lambda c: (-c.score, c.entry))
+    if candidates:
+        pool += _alternatives(pool, weak)
     return pool
+
+
+def _alternatives(pool: list[Candidate], weak: list[tuple[float, Entry, list[str]]]) -> list[Candidate]:
+    """Weaker in-scope entries of other classes, listed after the candidates the evidence supports.
+
+    They fill the list up to ALTERNATIVES distinct classes and score below the best by at least
+    ALTERNATIVE_GAP, so they are shown as 'also possible' but never reproduced or fixed.
+    """
+    classes = {c.failure_class for c in pool}
+    if len(classes) >= ALTERNATIVES:
+        return []
+    ceiling = pool[0].score - ALTERNATIVE_GAP
+    out: list[Candidate] = []
+    for strength, entry, why in sorted(weak, key=lambda w: (-w[0], w[1].id)):
+        if len(classes) >= ALTERNATIVES:
+            break
+        if entry.failure_class in classes or entry.failure_class == "out_of_scope":
+            continue
+        classes.add(entry.failure_class)
+        score = round(max(0.0, min(ceiling, strength)), 3)
+        out.append(_candidate(entry, score, [*why, "a weaker alternative: some of its evidence or wording fits, not enough to rank it higher"]))
+    return out
 
 
 def _candidate(entry: Entry, score: float, why: list[str]) -> Candidate:

@@ -110,3 +110,26 @@ def test_two_causes_get_their_first_fixes_tried_together():
     assert combined.id == f"{fix_a.id}+{fix_b.id}" and combined.status == "verified"
     assert combined.ops == [op.op for op in (*fix_a.ops, *fix_b.ops)]
     assert seen[0]["fix"] == combined.id and outcomes[0].runs[-1].verdict == "verified"
+
+
+def test_weaker_alternatives_fill_the_list_but_are_never_in_play():
+    from bot.core import CLOSE_SCORE
+    from knowledge.matcher import ALTERNATIVE_GAP, ALTERNATIVES
+
+    assert ALTERNATIVE_GAP > CLOSE_SCORE
+    report = parse_text(open("examples/trainer-seq2seq-collator.txt", encoding="utf-8").read())
+    d = diagnose(report, KB)
+    classes = list(dict.fromkeys(c.failure_class for c in d.candidates))
+    assert classes[0] == "collator_does_not_create_labels"
+    assert len(classes) == ALTERNATIVES  # the evidence alone supports one class; two alternatives follow
+    alternatives = [c for c in d.candidates if "a weaker alternative" in c.why[-1]]
+    assert alternatives and all(c.failure_class != "out_of_scope" for c in alternatives)
+    assert all(c.score <= d.candidates[0].score - ALTERNATIVE_GAP for c in alternatives)
+    in_play = {c.entry for c in in_play_candidates(d.candidates)}
+    assert not in_play & {c.entry for c in alternatives}
+    assert {f.entry for f in d.fixes} <= in_play  # no fix is offered on an alternative's account
+
+
+def test_abstention_is_not_filled_with_alternatives():
+    d = diagnose(parse_text("How do I change the learning rate schedule to cosine?"), KB)
+    assert d.candidates == []
