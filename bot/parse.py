@@ -321,7 +321,8 @@ _PROSE_VERSION = re.compile(  # searched in the lower-cased line
     r"(?<![\w/.\\-])(transformers|trl|peft|torch|pytorch|datasets|accelerate|unsloth[_-]zoo|unsloth|bitsandbytes"
     r"|deepspeed|flash[_-]attn|flash[_-]attention|xformers|tokenizers|llamafactory|llama[_-]factory|axolotl|python"
     r"|cuda|triton|vllm|safetensors|huggingface[_-]hub|liger[_-]kernel|numpy)"
-    r"(?:\s{0,4}(?:==|=|:)\s{0,4}|\s{1,4}(?:version\s{0,4}(?:is\s{1,4})?[:=]?\s{0,4})?|-(?=\d))v?(\d{1,5}(?:\.\d{1,8}){1,4}[\w.+-]{0,30})"
+    r"(?:\s{0,4}(?:==|=|:|：)\s{0,4}|\s{0,4}(?:的)?(?:版本|のバージョン|バージョン)(?:号)?\s{0,2}(?:是|为|為|は|:|：|=)?\s{0,4}"
+    r"|\s{1,4}(?:version\s{0,4}(?:is\s{1,4})?[:=]?\s{0,4})?|-(?=\d))v?(\d{1,5}(?:\.\d{1,8}){1,4}[\w.+-]{0,30})"
 )
 _VERSION_ALIASES = {
     "pytorch": "torch",
@@ -1001,6 +1002,24 @@ def _number(text: str) -> float | None:
         return None
 
 
+_FEATURES = re.compile(r"\b(?:features|column_names|columns)\W{0,4}[:=]?\s{0,4}\[([^\]\n]{1,2000})\]")
+_QUOTED_NAME = re.compile(r"['\"]([A-Za-z_][\w.-]{0,60})['\"]")
+_FRAME_HEADER = re.compile(r"^(?:[A-Za-z_][\w.]{0,60})(?:\s{2,}[A-Za-z_][\w.]{0,60}){0,11}$")
+_FRAME_ROW = re.compile(r"^\d{1,9}\s{1,40}\S")
+
+
+def _read_columns(state: _State, lines: list[str], i: int, stripped: str) -> None:
+    """Dataset columns from `print(dataset)` (`features: [...]`) and from a pandas preview's header."""
+    if "features" in stripped or "column" in stripped:
+        m = _FEATURES.search(stripped)
+        if m:
+            cf._extend(state.facts.dataset_columns, _QUOTED_NAME.findall(m.group(1))[:50])
+    if i and _FRAME_ROW.match(stripped) and not _FRAME_ROW.match(lines[i - 1]) and _FRAME_HEADER.match(lines[i - 1]):
+        header = lines[i - 1].split()
+        if 1 <= len(header) <= 12 and not any(h in ("Step", "Epoch", "Package") for h in header):
+            cf._extend(state.facts.dataset_columns, header)
+
+
 def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
     """Versions, log values, notebook tables, warnings and prose; ``lines`` are stripped."""
     table: list[str] | None = None
@@ -1009,6 +1028,8 @@ def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
     for i, stripped in enumerate(lines):
         if not stripped:
             continue
+        if kind[i] != "tb" and ("features" in stripped or "column" in stripped or stripped[0].isdigit()):
+            _read_columns(state, lines, i, stripped)
         if kind[i] == "code" or kind[i] == "config":
             if kind[i] == "code" and len(stripped) < 80 and _BARE_FLAG_LINE.match(stripped):
                 state.prose_lines.append(stripped)  # `bf16=True` on its own line

@@ -664,3 +664,40 @@ def test_inf_grad_norm_is_recorded():
 
     report = parse_text("{'loss': 2.31, 'grad_norm': inf, 'learning_rate': 1e-05, 'epoch': 0.01}")
     assert report.grad_norms and math.isinf(report.grad_norms[0])
+
+
+# ------------------------------------------------------- columns, prose versions
+
+
+def test_dataset_printout_gives_columns():
+    report = parse_text("Dataset({\n    features: ['text', 'label'],\n    num_rows: 100\n})\n")
+    assert report.dataset_columns == ["text", "label"]
+    assert report.dataset_format == "classification"
+
+
+def test_pandas_preview_header_gives_columns():
+    report = parse_text(
+        "                     text            labels\n"
+        "342  The HQ2 Scam: How Amazon Used...  [0, 0, 0, 1, 0]\n"
+        "343  Every Parent Should Know...       [0, 0, 0, 1, 0]\n"
+    )
+    assert report.dataset_columns == ["text", "labels"]
+
+
+def test_notebook_loss_table_is_not_a_dataframe():
+    report = parse_text("Step  Training Loss\n1   0.000000\n2   0.000000\n")
+    assert report.dataset_columns == []
+    assert report.losses == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("transformers 版本是 4.46.0，peft 0.13.2。训练时 loss 很高", {"transformers": "4.46.0", "peft": "0.13.2"}),
+        ("transformers的版本为4.45.2", {"transformers": "4.45.2"}),
+        ("transformers のバージョンは 4.46.0 です", {"transformers": "4.46.0"}),
+        ("transformers：4.44.0", {"transformers": "4.44.0"}),
+    ],
+)
+def test_versions_in_chinese_and_japanese_prose(text, expected):
+    assert parse_text(text).versions == expected
