@@ -1,4 +1,4 @@
-"""Checks on the evaluation set ``eval/dev.jsonl`` + ``eval/test.jsonl`` (held out).
+"""Checks on the evaluation sets ``eval/*.jsonl`` (dev, test and the held-out fresh-* sets).
 
 Every line must parse, carry the four fields, name a canonical failure class and an
 http(s) source; the class counts must meet the minimums the set was built for; and no
@@ -18,7 +18,7 @@ import pytest
 from knowledge.schema import FAILURE_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
-EVAL_FILES = [ROOT / "eval" / "dev.jsonl", ROOT / "eval" / "test.jsonl"]
+EVAL_FILES = sorted((ROOT / "eval").glob("*.jsonl"))  # dev, test and the later held-out fresh-* sets
 ENTRIES_DIR = ROOT / "knowledge" / "entries"
 
 FIELDS = ("user_text", "failure_class", "source", "note")
@@ -61,6 +61,7 @@ ROWS = load_rows()
 
 
 def test_file_has_enough_lines():
+    assert len(EVAL_FILES) >= 2
     assert len(ROWS) >= MIN_LINES
 
 
