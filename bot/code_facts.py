@@ -72,7 +72,10 @@ TRAINER_FLAGS = frozenset(
      "dataset_num_proc", "compute_loss_func", "callbacks"}
 )
 PEFT_FLAGS = frozenset({"r", "lora_alpha", "target_modules", "modules_to_save", "use_gradient_checkpointing", "task_type"})
-MAX_LENGTH_ALIASES = ("max_seq_length", "cutoff_len", "sequence_len", "max_len", "max_source_length")
+MAX_LENGTH_ALIASES = (
+    "max_seq_length", "cutoff_len", "sequence_len", "max_len", "max_source_length", "model_max_length",
+    "max_input_length", "model_max_len", "max_seq_len",
+)
 
 
 @dataclass

@@ -717,6 +717,7 @@ _CLI_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_-]{1,60})(?:(?:=|[ \t]{1,4})(
 _CLI_LINE = re.compile(r"(?:^|\s)--[a-z]")
 _NOT_CLI = re.compile(r"\b(?:pip3?|conda|uv|apt(?:-get)?|git|docker)\s+(?:install|clone|run|pull|add)\b")
 _CLI_NAME_FLAGS = frozenset({"model_name_or_path", "model", "model_id", "model_type", "base_model"})
+_SHELL_VAR = re.compile(r"^(?:export\s{1,4})?([A-Z][A-Z0-9_]{2,40})=(\"[^\"\n]{0,300}\"|'[^'\n]{0,300}'|[^\s;&|]{1,300})\s*$")
 
 
 def _cli_flags(line: str) -> dict[str, cf.FlagValue]:
@@ -767,6 +768,10 @@ def _prose_facts(state: _State) -> None:
             m = _PROSE_COLLATOR.search(line)
             if m and found.collator is None:
                 found.collator = m.group(1)
+        if "=" in line and line[:1].isupper() or line.startswith("export "):
+            m = _SHELL_VAR.match(line)
+            if m:  # `MODEL_MAX_LEN=512` in a launch script: a setting named in upper case
+                found.flags.update(_cli_flags(f"--{m.group(1).lower()} {m.group(2)}"))
         if "--" in line and _CLI_LINE.search(line):
             for name, value in _cli_flags(line).items():
                 found.flags.setdefault(name, value)
@@ -1031,7 +1036,7 @@ def _read_text_lines(state: _State, lines: list[str], kind: list[str]) -> None:
         if kind[i] != "tb" and ("features" in stripped or "column" in stripped or stripped[0].isdigit()):
             _read_columns(state, lines, i, stripped)
         if kind[i] == "code" or kind[i] == "config":
-            if kind[i] == "code" and len(stripped) < 80 and _BARE_FLAG_LINE.match(stripped):
+            if kind[i] == "code" and len(stripped) < 80 and (_BARE_FLAG_LINE.match(stripped) or _SHELL_VAR.match(stripped)):
                 state.prose_lines.append(stripped)  # `bf16=True` on its own line
             _flush_pip(state, pip_run, pip_header)
             table, pip_header, pip_run = None, False, []
