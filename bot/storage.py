@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import sqlite3
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +54,15 @@ def read_cache(name: str, settings: Settings | None = None) -> object | None:
 
 def write_cache(name: str, value: object, settings: Settings | None = None) -> None:
     """Write a snapshot atomically; failure (read-only home...) only costs speed."""
-    directory = cache_dir(settings)
+    write_cache_file(cache_dir(settings), name, value)
+
+
+def write_cache_file(directory: Path, name: str, value: object) -> bool:
+    """`write_cache` into `directory`: replaces older snapshots of the same kind (the part of
+    `name` before its first ``-``). Returns False when it could not be written."""
+    import tempfile  # only when a snapshot is (re)written; keeps it off the cold path
+
+    handle = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("wb", dir=directory, delete=False) as handle:
@@ -65,8 +71,11 @@ def write_cache(name: str, value: object, settings: Settings | None = None) -> N
         for old in directory.glob(name.split("-")[0] + "-*.pickle"):
             if old.name != name:
                 old.unlink(missing_ok=True)
-    except OSError:
-        pass
+    except (OSError, pickle.PicklingError, TypeError, AttributeError):
+        if handle is not None:
+            Path(handle.name).unlink(missing_ok=True)
+        return False
+    return True
 
 
 def sqlite_path(url: str) -> Path:
@@ -83,6 +92,8 @@ class Storage:
         path = sqlite_path(settings.database_url)
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
+        import sqlite3  # not needed by `diagnose --no-repro`, which stores nothing
+
         self._db = sqlite3.connect(str(path), timeout=30)
         self._db.executescript(_SCHEMA)
 
