@@ -81,8 +81,13 @@ def load_kb(directory: Path | None = None) -> KnowledgeBase:
     return KnowledgeBase(entries=entries, directory=directory)
 
 
+DERIVED_BY = ("schema.py", "kb.py", "matcher.py", "lexical.py", "prefilter.py")
+"""The modules whose code shapes a snapshot's contents."""
+
+
 def fingerprint(directory: Path) -> str:
-    """Changes whenever a file under `directory` is added, removed or modified (size or mtime).
+    """Changes whenever a file under `directory`, or a module in DERIVED_BY, is added, removed
+    or modified (size or mtime).
 
     One ``os.scandir`` walk (its entries carry the file type, so only files are stat'ed):
     about 4 ms for the bundled knowledge base, where ``rglob`` + ``Path.stat`` took 15-25 ms.
@@ -101,6 +106,12 @@ def fingerprint(directory: Path) -> str:
                     stat = item.stat()
                     rows.append(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
     rows.sort()
+    # the snapshot also holds data derived by this package's code (schema, lexical index, regex
+    # prefilters): a change to that code (an upgrade of lossdoctor) must rebuild it too
+    package = os.path.dirname(os.path.abspath(__file__))
+    for module in DERIVED_BY:
+        stat = os.stat(os.path.join(package, module))
+        rows.append(f"code:{module}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
     digest = hashlib.sha1(root.encode())
     digest.update("".join(rows).encode())
     return digest.hexdigest()[:16]

@@ -49,3 +49,22 @@ def test_corrupt_snapshot_falls_back_to_yaml(home, tmp_path):
     snapshot = next((home / "cache").glob("kb-*.pickle"))
     snapshot.write_bytes(b"not a pickle")
     assert len(load_kb_cached(entries).entries) == len(list(entries.glob("*/entry.yaml")))
+
+
+def test_fingerprint_changes_with_the_code_that_derives_the_snapshot(tmp_path, monkeypatch):
+    """A new lossdoctor release (another matcher or lexical index) must not reuse an old snapshot."""
+    import os
+
+    import knowledge.kb as kb_module
+
+    package = tmp_path / "knowledge"
+    package.mkdir()
+    for module in kb_module.DERIVED_BY:
+        (package / module).write_text("# v1\n")
+    monkeypatch.setattr(kb_module, "__file__", str(package / "kb.py"))
+    before = fingerprint(ENTRIES_DIR)
+    assert fingerprint(ENTRIES_DIR) == before
+    lexical = package / "lexical.py"
+    lexical.write_text("# v2, another tokenizer\n")
+    os.utime(lexical, ns=(1, 1))
+    assert fingerprint(ENTRIES_DIR) != before
