@@ -176,6 +176,7 @@ class Expect(Strict):
     """What the reproduced baseline must show."""
 
     exception_type: str | None = None
+    """The exception class name, or alternatives (`ValueError|KeyError`) when the failure shows either way."""
     message: str | None = None
     """Regex the exception message must contain."""
     symptom: Literal["loss_zero_or_nan", "no_supervised_tokens", "params_unchanged", "loss_high"] | None = None

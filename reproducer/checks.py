@@ -76,7 +76,7 @@ def _expected_exception(record: dict, exception_type: str | None, message: str |
     wanted = " ".join(x for x in (exception_type, f"/{message}/" if message else None) if x)
     if not exc:
         return False, f"expected {wanted}, but the run {_describe(record)}"
-    if exception_type and exc["type"] != exception_type:
+    if exception_type and not re.fullmatch(exception_type, exc["type"]):
         return False, f"expected {exception_type}, but the run {_describe(record)}"
     if message and not re.search(message, exc.get("message", ""), re.IGNORECASE | re.DOTALL):
         return False, f"expected a message matching /{message}/, but the run {_describe(record)}"

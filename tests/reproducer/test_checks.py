@@ -126,3 +126,14 @@ def test_records_that_went_through_json_are_judged_the_same():
     again = json.loads(json.dumps(logged_zero))  # the child writes NaN as Python's json does
     assert baseline_reproduces(again, Expect(symptom="loss_zero_or_nan"), None)[0]
     assert not fix_verified(again, responses_only=False)[0]
+
+
+def test_an_entry_may_expect_one_of_several_exception_types():
+    expect = Expect(exception_type="ValueError|KeyError", message="No columns in the dataset match|^'text'$")
+    removed_column = {"ok": False, "exception": {"type": "KeyError", "message": "'text'"}}
+    no_columns = {"ok": False, "exception": {"type": "ValueError", "message": "No columns in the dataset match the model's forward method signature"}}
+    other = {"ok": False, "exception": {"type": "TypeError", "message": "'text'"}}
+    assert baseline_reproduces(removed_column, expect, None)[0]
+    assert baseline_reproduces(no_columns, expect, None)[0]
+    assert not baseline_reproduces(other, expect, None)[0]
+    assert not baseline_reproduces({"ok": False, "exception": {"type": "KeyErrorX", "message": "'text'"}}, expect, None)[0]
