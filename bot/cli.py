@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from bot.errors import BotError, UnreadableInput
@@ -54,7 +53,7 @@ def read_inputs(files: list[str], max_bytes: int) -> list[tuple[str, bytes]]:
 
 
 def diagnose_parser() -> argparse.ArgumentParser:
-    import argparse  # only for --help, --write-repro and unusual command lines (see `parse_args`)
+    import argparse
 
     parser = argparse.ArgumentParser(
         prog="diagnose",
@@ -69,28 +68,9 @@ def diagnose_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SWITCHES = {"--json": "json_output", "--no-repro": "no_repro", "--no-build-envs": "no_build_envs"}
-
-
-def parse_args(argv: list[str] | None = None) -> SimpleNamespace:
-    """`diagnose_parser().parse_args(argv)` (exits 2 with a usage message on bad options).
-
-    The usual command lines (whole switches, then or before one run of FILE arguments) are
-    read directly: building the argparse parser costs ~6 ms of a cold start. Anything else
-    (``--help``, ``--write-repro DIR``, abbreviations, a FILE run split by a switch, which
-    argparse refuses) goes to argparse."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    if all(a in _SWITCHES or a == "-" or not a.startswith("-") for a in args):
-        files = [i for i, a in enumerate(args) if a not in _SWITCHES]
-        if not files or files[-1] - files[0] + 1 == len(files):
-            switches = {dest: switch in args for switch, dest in _SWITCHES.items()}
-            return SimpleNamespace(files=[args[i] for i in files], write_repro=None, **switches)
-    return SimpleNamespace(**vars(diagnose_parser().parse_args(args)))
-
-
 def diagnose_main(argv: list[str] | None = None) -> None:
     """Entry point of ``diagnose``. argparse, not typer: this path must start fast (see bench/)."""
-    args = parse_args(argv)
+    args = diagnose_parser().parse_args(argv)
     _fast_start()
     files = args.files
     if not files:

@@ -135,28 +135,3 @@ def test_default_cache_dir_is_the_settings_one(monkeypatch, tmp_path):
             assert regex_snapshot.default_cache_dir() == cache_dir(get_settings())
         finally:
             get_settings.cache_clear()
-
-
-def test_parse_args_agrees_with_argparse():
-    import contextlib
-    import io
-    import itertools
-    import random
-
-    from bot.cli import diagnose_parser, parse_args
-
-    tokens = ["a.txt", "-", "b", "--json", "--no-repro", "--no-build-envs", "--js", "--help", "-x", "--",
-              "--write-repro", "", "-5"]
-
-    def outcome(parse, argv):
-        try:
-            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-                return "ok", vars(parse(argv))
-        except SystemExit as exc:
-            return "exit", exc.code
-
-    rng = random.Random(0)
-    lines = [list(c) for k in range(4) for c in itertools.product(tokens, repeat=k)]
-    lines += [[rng.choice(tokens[:6]) for _ in range(rng.randint(4, 9))] for _ in range(500)]
-    for argv in lines:
-        assert outcome(parse_args, argv) == outcome(lambda a: diagnose_parser().parse_args(a), argv), argv
