@@ -129,6 +129,27 @@ def main() -> None:
         dt = time.perf_counter() - t0
         print(f"parse {size / 1e6:6.2f} MB: {dt * 1000:9.1f} ms  ({dt / (size / 1e6):.3f} s/MB)")
 
+    print("\n== pathological pastes by size (s/MB should stay flat)")
+    shapes = {
+        "repeated key lines": "features: [" + "'a', " * 400 + "]\n",
+        "distinct key lines": None,
+        "launch flags": "--fp16 --x " + "y" * 290 + " ",
+    }
+    for name, unit in shapes.items():
+        for size in (1_000_000, 4_000_000):
+            if unit is None:
+                text, i = [], 0
+                while sum(map(len, text)) < size:
+                    text.append(f"key{i}: [\n")
+                    i += 1
+                text = "".join(text)
+            else:
+                text = unit * (size // len(unit))
+            t0 = time.perf_counter()
+            parse_text(text)
+            dt = time.perf_counter() - t0
+            print(f"{name:20s} {size / 1e6:4.1f} MB: {dt * 1000:9.1f} ms  ({dt / (size / 1e6):.3f} s/MB)")
+
 
 if __name__ == "__main__":
     main()

@@ -991,6 +991,10 @@ def _find_configs(state: _State, lines: list[str], stripped_lines: list[str], ki
                 kind[i:j] = ["config"] * (j - i)
                 i = j
                 continue
+            # a later start inside the same run of key lines sees a subset of its keys: go past
+            # the run, so that many key-like lines cost linear time, not quadratic
+            i = max(i + 1, j)
+            continue
         i += 1
 
 

@@ -701,3 +701,13 @@ def test_notebook_loss_table_is_not_a_dataframe():
 )
 def test_versions_in_chinese_and_japanese_prose(text, expected):
     assert parse_text(text).versions == expected
+
+
+def test_a_run_of_key_like_lines_does_not_hide_a_later_config():
+    noise = ("features: ['text', 'label', 'input_ids']\n" * 50) + "\n"
+    config = "model_name_or_path: meta-llama/Llama-2-7b-hf\nfinetuning_type: lora\nfp16: true\ncutoff_len: 1024\n"
+    report = parse_text(noise + config)
+    assert report.flags["fp16"] is True
+    assert report.flags["max_length"] == 1024
+    assert report.uses_peft is True
+    assert report.dataset_columns == ["text", "label", "input_ids"]
