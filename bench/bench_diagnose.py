@@ -134,6 +134,7 @@ def main() -> None:
         "repeated key lines": "features: [" + "'a', " * 400 + "]\n",
         "distinct key lines": None,
         "launch flags": "--fp16 --x " + "y" * 290 + " ",
+        "unclosed braces": "{\n",
     }
     for name, unit in shapes.items():
         for size in (1_000_000, 4_000_000):

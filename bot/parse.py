@@ -13,6 +13,7 @@ at most `MAX_LINE` characters of a line, so 1 MB parses in well under a second.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 import json
 import math
 import re
@@ -911,16 +912,45 @@ def _read_config(state: _State, text: str) -> bool:
     return True
 
 
-def _read_json_fragment(state: _State, lines: list[str], i: int) -> int:
+class _BraceBlocks:
+    """Where a `{ ... }` block that starts at line i ends, for every i in linear total time.
+
+    A block runs until the braces opened since line i are closed again (or MAX_CONFIG_CHARS of
+    lines were read). Scanning forward from every candidate start would be quadratic on a
+    paste of thousands of unclosed `{` lines; prefix sums of the brace balance and of the line
+    sizes answer each start with a table lookup and a bisection instead.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        n = len(lines)
+        balance = [0] * (n + 1)
+        sizes = [0] * (n + 1)
+        for k, line in enumerate(lines):
+            balance[k + 1] = balance[k] + line.count("{") - line.count("}")
+            sizes[k + 1] = sizes[k] + len(line)
+        closes = [n + 1] * (n + 1)  # the first j > i with balance[j] <= balance[i]
+        stack: list[int] = []
+        for k in range(n, -1, -1):
+            while stack and balance[stack[-1]] > balance[k]:
+                stack.pop()
+            closes[k] = stack[-1] if stack else n + 1
+            stack.append(k)
+        self.n, self.balance, self.sizes, self.closes = n, balance, sizes, closes
+
+    def end(self, i: int) -> tuple[int, bool]:
+        """(the line after the block, whether its braces closed); the scan stops at the size cap."""
+        capped = max(bisect_left(self.sizes, self.sizes[i] + MAX_CONFIG_CHARS, i + 1), i + 1)
+        close = self.closes[i]
+        if close <= min(capped, self.n):
+            return close, True
+        j = min(capped, self.n)
+        return j, self.balance[j] - self.balance[i] == 0
+
+
+def _read_json_fragment(state: _State, lines: list[str], i: int, blocks: _BraceBlocks) -> int:
     """A JSON member list without its outer braces (a DeepSpeed snippet); returns the line after it, or i."""
-    depth, j, size = 0, i, 0
-    while j < len(lines) and size < MAX_CONFIG_CHARS:
-        depth += lines[j].count("{") - lines[j].count("}")
-        size += len(lines[j])
-        j += 1
-        if depth <= 0:
-            break
-    if depth != 0:
+    j, closed = blocks.end(i)
+    if not closed:
         return i
     body = "\n".join(lines[i:j]).strip().rstrip(",")
     try:
@@ -945,6 +975,7 @@ def _is_log_dict(mapping: dict) -> bool:
 def _find_configs(state: _State, lines: list[str], stripped_lines: list[str], kind: list[str]) -> None:
     """Unfenced YAML (3+ `key: value` lines) and JSON objects that load as a mapping."""
     n = len(lines)
+    blocks: _BraceBlocks | None = None
     i = 0
     while i < n:
         stripped = stripped_lines[i]
@@ -955,20 +986,16 @@ def _find_configs(state: _State, lines: list[str], stripped_lines: list[str], ki
             continue
         line = lines[i][:MAX_LINE]
         if stripped.startswith('"') and '":' in stripped[:100] and "{" in stripped:
-            j = _read_json_fragment(state, lines, i)
+            blocks = blocks or _BraceBlocks(lines)
+            j = _read_json_fragment(state, lines, i, blocks)
             if j > i:
                 kind[i:j] = ["config"] * (j - i)
                 i = j
                 continue
         if stripped == "{" or stripped.startswith('{"') and not _LOSS.search(stripped.lower()):
-            depth, j, size = 0, i, 0
-            while j < n and size < MAX_CONFIG_CHARS:
-                depth += lines[j].count("{") - lines[j].count("}")
-                size += len(lines[j])
-                j += 1
-                if depth <= 0:
-                    break
-            if _read_config(state, "\n".join(lines[i:j])):
+            blocks = blocks or _BraceBlocks(lines)
+            j, closed = blocks.end(i)
+            if closed and _read_config(state, "\n".join(lines[i:j])):
                 kind[i:j] = ["config"] * (j - i)
                 i = j
                 continue

@@ -711,3 +711,12 @@ def test_a_run_of_key_like_lines_does_not_hide_a_later_config():
     assert report.flags["max_length"] == 1024
     assert report.uses_peft is True
     assert report.dataset_columns == ["text", "label", "input_ids"]
+
+
+def test_unclosed_brace_lines_do_not_hide_a_later_json_config():
+    noise = "{\n" * 30  # thirty blocks that never close
+    config = '{\n  "zero_optimization": {"stage": 2, "overlap_comm": true},\n  "fp16": {"enabled": true}\n}\n'
+    report = parse_text(noise + config)
+    assert report.flags["zero_stage"] == 2
+    assert report.flags["overlap_comm"] is True
+    assert report.flags["fp16"] is True
