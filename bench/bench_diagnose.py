@@ -139,11 +139,12 @@ def main() -> None:
     for name, unit in shapes.items():
         for size in (1_000_000, 4_000_000):
             if unit is None:
-                text, i = [], 0
-                while sum(map(len, text)) < size:
-                    text.append(f"key{i}: [\n")
+                parts, total, i = [], 0, 0
+                while total < size:
+                    parts.append(f"key{i}: [\n")
+                    total += len(parts[-1])
                     i += 1
-                text = "".join(text)
+                text = "".join(parts)
             else:
                 text = unit * (size // len(unit))
             t0 = time.perf_counter()
