@@ -56,19 +56,23 @@ def kb_check() -> None:
 
 @app.command("eval")
 def eval_cmd(
-    path: Path,
+    paths: Annotated[list[Path], typer.Argument(help="One or more JSONL files, scored together.")],
     show_misses: Annotated[bool, typer.Option("--misses", help="List each wrong line.")] = False,
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Score the matcher on a JSONL file of {user_text, failure_class} lines."""
+    """Score the matcher on JSONL files of {user_text, failure_class} lines."""
     from knowledge.evaluate import evaluate, read_jsonl
     from knowledge.kb import default_kb
 
-    try:
-        rows = read_jsonl(path)
-    except UnreadableInput as exc:
-        typer.echo(f"lossdoctor: {exc}", err=True)
-        raise typer.Exit(EXIT_UNREADABLE) from None
+    rows, places = [], []
+    for path in paths:
+        try:
+            read = read_jsonl(path)
+        except UnreadableInput as exc:
+            typer.echo(f"lossdoctor: {exc}", err=True)
+            raise typer.Exit(EXIT_UNREADABLE) from None
+        rows += read
+        places += [f"{path}:{number}" if len(paths) > 1 else f"line {number}" for number in range(1, len(read) + 1)]
     result = evaluate(rows, default_kb())
     if json_output:
         n = result.total or 1
@@ -80,7 +84,7 @@ def eval_cmd(
         typer.echo(result.summary())
         if show_misses:
             for number, expected, predicted in result.misses:
-                typer.echo(f"  line {number}: expected {expected}, got {predicted}")
+                typer.echo(f"  {places[number - 1]}: expected {expected}, got {predicted}")
 
 
 def lossdoctor_main() -> None:

@@ -145,6 +145,19 @@ def test_lossdoctor_eval(tmp_path):
     bad.write_text("{not json\n")
     proc = run("eval", str(bad), cmd="lossdoctor")
     assert proc.returncode == 4 and "not valid JSON" in proc.stderr.decode()
+    proc = run("eval", str(rows), str(bad), cmd="lossdoctor")
+    assert proc.returncode == 4 and "bad.jsonl:1" in proc.stderr.decode()
+
+
+def test_lossdoctor_eval_scores_several_files_together_and_names_misses_by_file(tmp_path):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text(json.dumps({"user_text": EXAMPLE.read_text(), "failure_class": "collator_does_not_create_labels"}) + "\n")
+    second.write_text(json.dumps({"user_text": EXAMPLE.read_text(), "failure_class": "pad_token_missing"}) + "\n")
+    proc = run("eval", str(first), str(second), "--misses", cmd="lossdoctor")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "reports: 2" in out and "top-1: 50.0% (1/2)" in out
+    assert f"{second}:1: expected pad_token_missing, got collator_does_not_create_labels" in out
 
 
 def test_write_repro_writes_a_script_that_shows_failure_then_fixes(tmp_path):
