@@ -566,7 +566,9 @@ def _regex_facts(source: str) -> CodeFacts:
 # ---------------------------------------------------------------------- configs
 
 
-CONFIG_NAME_KEYS = ("model_name_or_path", "base_model", "model_name", "model_id", "pretrained_model_name_or_path")
+CONFIG_NAME_KEYS = ("model_name_or_path", "base_model", "model_name", "model_id", "pretrained_model_name_or_path", "model")
+PEFT_SETTINGS = ("finetuning_type", "adapter", "train_type", "tuner_backend")
+"""LLaMA-Factory, axolotl and ms-swift settings whose value says an adapter is trained (lora, qlora...)."""
 
 
 def config_facts(config: Mapping[str, Any]) -> CodeFacts:
@@ -579,9 +581,11 @@ def config_facts(config: Mapping[str, Any]) -> CodeFacts:
         value = config.get(key)
         if isinstance(value, str) and MODEL_CLASS.match(value):
             _extend(facts.model_classes, [value])
-    if str(config.get("finetuning_type", "")).lower() in ("lora", "qlora", "oft") or str(
-        config.get("adapter", "")
-    ).lower() in ("lora", "qlora") or "lora_r" in config or "lora_rank" in config:
+        elif key == "model_type" and isinstance(value, str):  # ms-swift: --model_type qwen2-7b
+            _extend(facts.model_names, [value])
+    if any(str(config.get(key, "")).lower() in ("lora", "qlora", "oft", "peft") for key in PEFT_SETTINGS) or (
+        "lora_r" in config or "lora_rank" in config
+    ):
         facts.uses_peft = True
     if isinstance(config.get("dataset_text_field"), str):
         _extend(facts.dataset_columns, [config["dataset_text_field"]])

@@ -717,7 +717,6 @@ _NOT_PROSE_MODEL = frozenset({"PreTrainedModel", "PeftModel", "BaseModel", "TheM
 _CLI_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_-]{1,60})(?:(?:=|[ \t]{1,4})(\"[^\"\n]{0,300}\"|'[^'\n]{0,300}'|[^\s\\-][^\s\\]{0,300}))?")
 _CLI_LINE = re.compile(r"(?:^|\s)--[a-z]")
 _NOT_CLI = re.compile(r"\b(?:pip3?|conda|uv|apt(?:-get)?|git|docker)\s+(?:install|clone|run|pull|add)\b")
-_CLI_NAME_FLAGS = frozenset({"model_name_or_path", "model", "model_id", "model_type", "base_model"})
 _SHELL_VAR = re.compile(r"^(?:export\s{1,4})?([A-Z][A-Z0-9_]{2,40})=(\"[^\"\n]{0,300}\"|'[^'\n]{0,300}'|[^\s;&|]{1,300})\s*$")
 
 
@@ -772,16 +771,9 @@ def _prose_facts(state: _State) -> None:
         if "=" in line and line[:1].isupper() or line.startswith("export "):
             m = _SHELL_VAR.match(line)
             if m:  # `MODEL_MAX_LEN=512` in a launch script: a setting named in upper case
-                found.flags.update(_cli_flags(f"--{m.group(1).lower()} {m.group(2)}"))
-        if "--" in line and _CLI_LINE.search(line):
-            for name, value in _cli_flags(line).items():
-                found.flags.setdefault(name, value)
-                if name in _CLI_NAME_FLAGS and isinstance(value, str):
-                    cf._extend(found.model_names, [value])
-                if name in ("finetuning_type", "train_type", "tuner_backend", "adapter") and str(value).lower() in (
-                    "lora", "qlora", "peft"
-                ):
-                    found.uses_peft = True
+                found.add(cf.config_facts(_cli_flags(f"--{m.group(1).lower()} {m.group(2)}")))
+        if "--" in line and _CLI_LINE.search(line):  # a launch command's settings read like a config's
+            found.add(cf.config_facts(_cli_flags(line)))
         if "=" in line or ":" in line:
             for m in _PROSE_FLAG.finditer(line):
                 value = m.group(2)
@@ -939,7 +931,7 @@ class _BraceBlocks:
 
     def end(self, i: int) -> tuple[int, bool]:
         """(the line after the block, whether its braces closed); the scan stops at the size cap."""
-        capped = max(bisect_left(self.sizes, self.sizes[i] + MAX_CONFIG_CHARS, i + 1), i + 1)
+        capped = bisect_left(self.sizes, self.sizes[i] + MAX_CONFIG_CHARS, i + 1)
         close = self.closes[i]
         if close <= min(capped, self.n):
             return close, True

@@ -236,6 +236,15 @@ def test_config_facts_llamafactory_and_deepspeed_path():
     assert facts.flags["zero_stage"] == 3
 
 
+def test_config_facts_ms_swift_settings():
+    facts = config_facts({"model_type": "qwen2-7b", "train_type": "lora", "model": "Qwen/Qwen2-7B-Instruct"})
+    assert facts.model_names == ["Qwen/Qwen2-7B-Instruct", "qwen2-7b"]
+    assert facts.uses_peft
+    axolotl = config_facts({"model_type": "LlamaForCausalLM", "adapter": "qlora"})
+    assert axolotl.model_classes == ["LlamaForCausalLM"] and axolotl.model_names == [] and axolotl.uses_peft
+    assert not config_facts({"finetuning_type": "full", "train_type": "full"}).uses_peft
+
+
 def test_assignment_flag():
     assert assignment_flag("packing=True") == ("packing", True)
     assert assignment_flag("max_seq_length = 512") == ("max_seq_length", 512)
