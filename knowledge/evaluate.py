@@ -75,7 +75,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def score(diagnosis: Diagnosis, expected: str, result: EvalResult, number: int) -> None:
     predicted = diagnosis.failure_class or OUT
-    top3 = [c.failure_class for c in diagnosis.candidates if c.failure_class != OUT][:3]
+    top3 = [c.failure_class for c in diagnosis.candidates[:3]]  # as the JSON lists them, out-of-scope ones included
     result.total += 1
     result.confusion[(expected, predicted)] += 1
     if expected == OUT:

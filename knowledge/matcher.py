@@ -293,9 +293,27 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
             weak.append((0.5 * score / entry.min_score + bonus, entry, why))
     pool = candidates or lexical_only
     pool.sort(key=lambda c: (-c.score, c.entry))
-    if candidates:
-        pool += _alternatives(pool, weak)
-    return pool
+    if not pool:
+        return []
+    head, rest = _distinct_classes_first(pool)
+    return head + _alternatives(head, weak) + rest
+
+
+def _distinct_classes_first(pool: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+    """The best candidate and the best one of each other in-scope class; then the rest (each part by score).
+
+    Two entries of one class are two ways of the same failure; a different class is a different
+    answer. So the first places of the list name different classes where the evidence allows,
+    and out-of-scope look-alikes do not take them from in-scope causes unless they lead.
+    """
+    head, rest, seen = [pool[0]], [], {pool[0].failure_class}
+    for c in pool[1:]:
+        if c.failure_class in seen or c.failure_class == "out_of_scope":
+            rest.append(c)
+        else:
+            seen.add(c.failure_class)
+            head.append(c)
+    return head, rest
 
 
 def _alternatives(pool: list[Candidate], weak: list[tuple[float, Entry, list[str]]]) -> list[Candidate]:
@@ -304,7 +322,7 @@ def _alternatives(pool: list[Candidate], weak: list[tuple[float, Entry, list[str
     They fill the list up to ALTERNATIVES distinct classes and score below the best by at least
     ALTERNATIVE_GAP, so they are shown as 'also possible' but never reproduced or fixed.
     """
-    classes = {c.failure_class for c in pool}
+    classes = {c.failure_class for c in pool if c.failure_class != "out_of_scope"}
     if len(classes) >= ALTERNATIVES:
         return []
     ceiling = pool[0].score - ALTERNATIVE_GAP

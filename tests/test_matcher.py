@@ -177,3 +177,26 @@ def test_kb_rejects_unknown_keys_and_mismatched_dir(tmp_path):
     d.rename(root / d.name)
     with pytest.raises(KnowledgeBaseError, match="does not match its directory"):
         load_kb(root)
+
+
+def test_first_places_name_distinct_classes(tmp_path):
+    """A second entry of the class already listed, or an out-of-scope look-alike, waits behind other classes."""
+    nan = {"metric": "grad_norm_nan"}
+    kb = write_kb(tmp_path, [
+        entry("fp16-a", "fp16_overflow_nan", [{"why": "a", "when": nan, "weight": 6}]),
+        entry("fp16-b", "fp16_overflow_nan", [{"why": "b", "when": nan, "weight": 5}]),
+        entry("oom", "out_of_scope", [{"why": "c", "when": nan, "weight": 4.5}]),
+        entry("flash", "attention_kernel_nan", [{"why": "d", "when": nan, "weight": 4}]),
+        entry("zero2", "deepspeed_zero2_nan", [{"why": "e", "when": nan, "weight": 3}]),
+    ])
+    ranked = rank(Report(grad_norms=[math.nan]), kb, lexical=False)
+    assert [c.entry for c in ranked] == ["fp16-a", "flash", "zero2", "fp16-b", "oom"]
+    assert [c.score for c in ranked[:3]] == [6, 4, 3]  # each part stays in score order
+
+    # an out-of-scope entry that leads keeps the first place (the diagnosis abstains on it)
+    (tmp_path / "y").mkdir()
+    kb = write_kb(tmp_path / "y", [
+        entry("oom", "out_of_scope", [{"why": "c", "when": nan, "weight": 9}]),
+        entry("fp16-a", "fp16_overflow_nan", [{"why": "a", "when": nan, "weight": 6}]),
+    ])
+    assert [c.entry for c in rank(Report(grad_norms=[math.nan]), kb, lexical=False)] == ["oom", "fp16-a"]
