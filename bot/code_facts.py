@@ -571,6 +571,15 @@ PEFT_SETTINGS = ("finetuning_type", "adapter", "train_type", "tuner_backend")
 """LLaMA-Factory, axolotl and ms-swift settings whose value says an adapter is trained (lora, qlora...)."""
 
 
+STAGE_SETTINGS = ("rlhf_type", "rl", "stage")
+"""ms-swift (`--rlhf_type grpo`), axolotl (`rl: dpo`) and LLaMA-Factory (`stage: dpo`) settings naming the trainer."""
+STAGE_TRAINERS = {
+    "grpo": "GRPOTrainer", "dpo": "DPOTrainer", "orpo": "ORPOTrainer", "kto": "KTOTrainer", "cpo": "CPOTrainer",
+    "simpo": "CPOTrainer", "ppo": "PPOTrainer", "rm": "RewardTrainer", "rloo": "RLOOTrainer",
+}
+"""The TRL trainer each RL stage runs (supervised stages run each framework's own Seq2SeqTrainer subclass: not named)."""
+
+
 def config_facts(config: Mapping[str, Any]) -> CodeFacts:
     """Facts from a parsed YAML/JSON config (LLaMA-Factory, axolotl, TrainingArguments, DeepSpeed)."""
     facts = CodeFacts(flags=config_flags(config))
@@ -589,6 +598,11 @@ def config_facts(config: Mapping[str, Any]) -> CodeFacts:
         facts.uses_peft = True
     if isinstance(config.get("dataset_text_field"), str):
         _extend(facts.dataset_columns, [config["dataset_text_field"]])
+    for key in STAGE_SETTINGS:
+        trainer = STAGE_TRAINERS.get(str(config.get(key, "")).strip().lower())
+        if trainer:
+            facts.trainer = trainer
+            break
     return facts
 
 

@@ -263,3 +263,17 @@ def test_tokenize_function_makes_the_dataset_tokenised():
 def test_formatting_function_that_does_not_tokenize_keeps_text():
     facts = code_facts('def fmt(example):\n    return {"text": example["prompt"] + example["answer"]}\nds = ds.map(fmt)\n')
     assert "input_ids" not in facts.dataset_columns
+
+
+@pytest.mark.parametrize(
+    ("config", "trainer"),
+    [
+        ({"rlhf_type": "grpo", "model": "Qwen/Qwen2.5-7B"}, "GRPOTrainer"),  # ms-swift `swift rlhf --rlhf_type grpo`
+        ({"stage": "dpo", "model_name_or_path": "x/y"}, "DPOTrainer"),  # LLaMA-Factory
+        ({"rl": "KTO", "base_model": "x/y"}, "KTOTrainer"),  # axolotl
+        ({"stage": "sft", "model_name_or_path": "x/y"}, None),  # each framework's own trainer: not named
+        ({"stage": 2}, None),  # a DeepSpeed-like stage number is not a training stage
+    ],
+)
+def test_config_facts_trainer_from_rl_stage(config, trainer):
+    assert config_facts(config).trainer == trainer
