@@ -325,6 +325,12 @@ _PROSE_VERSION = re.compile(  # searched in the lower-cased line
     r"(?:\s{0,4}(?:==|=|:|：)\s{0,4}|\s{0,4}(?:的)?(?:版本|のバージョン|バージョン)(?:号)?\s{0,2}(?:是|为|為|は|:|：|=)?\s{0,4}"
     r"|\s{1,4}(?:version\s{0,4}(?:is\s{1,4})?[:=]?\s{0,4})?|-(?=\d))v?(\d{1,5}(?:\.\d{1,8}){1,4}[\w.+-]{0,30})"
 )
+_UPGRADE_VERSION = re.compile(  # "upgraded transformers to 4.46", "updated trl from 0.8.6 to v0.9.4" (lower-cased line)
+    r"\b(?:upgrad|updat|bump|mov)\w{0,4}\s{1,4}(?:to\s{1,4})?(?:the\s{1,4}(?:latest\s{1,4})?)?"
+    r"(transformers|trl|peft|torch|pytorch|datasets|accelerate|unsloth|deepspeed|bitsandbytes|axolotl|llamafactory)"
+    r"(?:\s{1,4}(?:version|package|library))?\s{1,4}(?:from\s{1,4}v?\d[\w.+-]{0,30}\s{1,4})?to\s{1,4}v?(\d{1,5}(?:\.\d{1,8}){1,4}[\w.+-]{0,30})"
+)
+"""The version a package was upgraded to (the one the run now uses; a downgrade names the working one: not read)."""
 _VERSION_ALIASES = {
     "pytorch": "torch",
     "flash-attention": "flash-attn",
@@ -1180,6 +1186,9 @@ def _read_versions(state: _State, stripped: str, lowered: str) -> None:
         if _read_banner(state, stripped):
             return
     if "." in stripped and _VERSION_HINT.search(lowered):
+        if " to " in lowered:
+            for m in _UPGRADE_VERSION.finditer(lowered):
+                state.weak_versions[_version_key(m.group(1))] = _clean_version(m.group(2))
         for m in _PROSE_VERSION.finditer(lowered):
             state.weak_versions.setdefault(_version_key(m.group(1)), _clean_version(m.group(2)))
 

@@ -321,6 +321,11 @@ def test_unsloth_banner_with_bitsandbytes():
         ("flash_attn-2.7.4.post1 installed.", {"flash-attn": "2.7.4.post1"}),
         ("File /usr/lib/python3.10/site-packages/transformers/trainer.py", {}),
         ("moved tensors to cuda:0 with torch.float16", {}),
+        # an upgrade names the version the run now uses; a downgrade names the one that works: not read
+        ("Colab had just upgraded transformers to 4.0.0 and now it fails", {"transformers": "4.0.0"}),
+        ("I updated trl from 0.8.6 to v0.9.4 and the loss is nan", {"trl": "0.9.4"}),
+        ("after upgrading pytorch to 2.5.1 it broke", {"torch": "2.5.1"}),
+        ("downgrading transformers to 4.45.2 fixes it", {}),
     ],
 )
 def test_versions_in_prose(sentence, versions):
