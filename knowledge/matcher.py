@@ -35,6 +35,15 @@ ALTERNATIVE_MIN_LEXICAL = 0.5
 EXAMPLE_CHARS = 3_000
 MATCH_TEXT_CHARS = 256_000
 """`text` conditions search at most this much of a paste: its head and its tail (tracebacks are at the end)."""
+FAILURE_WORDS = re.compile(
+    r"loss|\bnan\b|\binf\b|label|\bgrad|error|exception|traceback|warning|diverg|explod|spike|stuck|\bzero\b"
+    r"|wrong|broken|\bbug|fail|crash|garbage|pad(?:ding)?[ _]token|\bnot\s+(?:learn|decreas|converg|improv|work)"
+    r"|(?:does|do|did)n[o']?t\s+(?:learn|decreas|converg|improv|work)"
+    r"|损失|报错|错误|异常|不下降|不收敛|エラー|損失|下がらない|異常",
+    re.IGNORECASE,
+)
+"""Without an exception, a logged metric or a warning, a report needs one of these words (a sign that something
+failed) before wording alone may name a cause: 'how do I set a cosine schedule?' is not a failure report."""
 MATCH_LINE_CHARS = 4_000
 """Longer lines are cut before regexes see them, so a pathological line cannot make a search quadratic."""
 
@@ -291,12 +300,20 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
             )
         if score > 0 or bonus >= ALTERNATIVE_MIN_LEXICAL:
             weak.append((0.5 * score / entry.min_score + bonus, entry, why))
+    if lexical_only and not _shows_a_failure(report):
+        lexical_only = []
     pool = candidates or lexical_only
     pool.sort(key=lambda c: (-c.score, c.entry))
     if not pool:
         return []
     head, rest = _distinct_classes_first(pool)
     return head + _alternatives(head, weak) + rest
+
+
+def _shows_a_failure(report: Report) -> bool:
+    if report.exceptions or report.losses or report.grad_norms or report.eval_losses or report.warnings:
+        return True
+    return FAILURE_WORDS.search(_lexical_query(report)) is not None
 
 
 def _distinct_classes_first(pool: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
