@@ -277,16 +277,16 @@ def _lexical_query(report: Report) -> str:
 def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Candidate]:
     """Candidates for `report`, best first. Empty when nothing fits."""
     raw = lexical_index(kb).scores(_lexical_query(report)) if lexical and kb.entries else [0.0] * len(kb.entries)
-    top_raw = max(raw, default=0.0)
+    text = MatchText(report.text)
+    admitted = [(entry, lex, result) for entry, lex in zip(kb.entries, raw)
+                if (result := evidence_score(entry, report, text)) is not None]
+    # wording is compared among the entries the report does not rule out: a ruled-out entry whose
+    # words fit best must not raise the bar for the others
+    top_raw = max((lex for _, lex, _ in admitted), default=0.0)
     candidates: list[Candidate] = []
     lexical_only: list[Candidate] = []
     weak: list[tuple[float, Entry, list[str]]] = []
-    text = MatchText(report.text)
-    for entry, lex in zip(kb.entries, raw):
-        result = evidence_score(entry, report, text)
-        if result is None:
-            continue
-        score, why = result
+    for entry, lex, (score, why) in admitted:
         bonus = LEXICAL_WEIGHT * lex / top_raw if top_raw >= LEXICAL_MIN_RAW else 0.0
         if score >= entry.min_score:
             if bonus >= 0.05:

@@ -10,7 +10,7 @@ import yaml
 
 from bot.models import ExceptionInfo, Frame, Report
 from knowledge.kb import load_kb
-from knowledge.matcher import holds, rank
+from knowledge.matcher import holds, lexical_index, rank
 from knowledge.schema import Condition
 
 NO_LOSS = ExceptionInfo(type="ValueError", message="The model did not return a loss from the inputs, only the following keys: logits.")
@@ -200,3 +200,22 @@ def test_first_places_name_distinct_classes(tmp_path):
         entry("fp16-a", "fp16_overflow_nan", [{"why": "a", "when": nan, "weight": 6}]),
     ])
     assert [c.entry for c in rank(Report(grad_norms=[math.nan]), kb, lexical=False)] == ["oom", "fp16-a"]
+
+
+def test_a_ruled_out_entry_does_not_raise_the_lexical_bar(tmp_path):
+    """Wording is compared among the entries the report leaves in: an entry whose `requires` fails
+    cannot, by echoing the report's words best, push the others below the lexical-only bar."""
+    prose = "my loss is zero when I use the completion only collator, is the response template tokenized differently?"
+    kb = write_kb(tmp_path, [
+        entry("template", "response_template_not_found",
+              [{"why": "w", "when": {"warning": "Could not find response key"}, "weight": 5}],
+              keywords="response template completion tokenized differently marker"),
+        entry("echo", "all_labels_masked_truncation", [{"why": "w", "when": {"text": "max_length"}, "weight": 5}],
+              requires=[{"text": "truncat"}], keywords=" ".join([prose] * 6) + " differently tokenized differently"),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
+          for i, words in enumerate(FILLER)],
+    ])
+    assert lexical_index(kb).scores(prose)[1] > 1.6 * lexical_index(kb).scores(prose)[0]  # "echo" words fit best
+    ranked = rank(Report(text=prose), kb)
+    assert ranked and ranked[0].entry == "template"
+    assert "echo" not in [c.entry for c in ranked]
