@@ -249,13 +249,31 @@ def evidence_score(entry: Entry, report: Report, text: MatchText | None = None) 
     return score, why
 
 
+_FRAME_LINE = re.compile(
+    r"^[ \t]*(?:\[rank\d+\]:[ \t]*)?(?:File \"[^\"\n]*\", line \d+.*|File [~/][^\s:]*:\d+, in .*|Traceback \(most recent call last\):.*"
+    r"|[-~^ ]*\^[-~^ ]*|~?/?[\w./-]*site-packages/.*|.*\bin _call_impl\b.*)\n"
+    r"(?:[ \t]*(?:\[rank\d+\]:)?[ \t]{2,}(?!File \")\S.*\n)?",
+    re.MULTILINE,
+)
+"""A traceback frame (its `File "...", line N` line and the source line under it): every traceback has
+them, so they would make all tracebacks look alike to the word statistics. The frames are evidence of
+their own (`frame` conditions); the exception line and the prose are what wording is compared on."""
+
+
+def lexical_text(text: str) -> str:
+    """`text` without traceback frames, for the word statistics (entry documents and queries alike)."""
+    if 'File "' not in text and "Traceback" not in text:
+        return text
+    return _FRAME_LINE.sub("", text if text.endswith("\n") else text + "\n")
+
+
 def entry_document(kb: KnowledgeBase, entry: Entry) -> str:
     parts = [entry.title, entry.root_cause, entry.keywords, *entry.questions]
     parts += [s.why for s in entry.evidence if s.weight > 0]
     parts += [f.title for f in entry.fixes]
     for example in kb.examples(entry.id):
         if example.expect_match:
-            parts.append(example.read()[:EXAMPLE_CHARS])
+            parts.append(lexical_text(example.read())[:EXAMPLE_CHARS])
     return "\n".join(parts)
 
 
@@ -271,7 +289,7 @@ def _lexical_query(report: Report) -> str:
     if len(text) > LEXICAL_QUERY_CHARS:
         half = LEXICAL_QUERY_CHARS // 2
         text = text[:half] + "\n" + text[-half:]
-    return text
+    return lexical_text(text)
 
 
 def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Candidate]:

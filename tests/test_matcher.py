@@ -220,3 +220,26 @@ def test_a_ruled_out_entry_does_not_raise_the_lexical_bar(tmp_path):
     ranked = rank(Report(text=prose), kb)
     assert ranked and ranked[0].entry == "template"
     assert "echo" not in [c.entry for c in ranked]
+
+
+def test_lexical_text_drops_traceback_frames_and_keeps_the_rest():
+    from knowledge.matcher import lexical_text
+
+    text = (
+        "my run dies at step 1\n"
+        "Traceback (most recent call last):\n"
+        '  File "/x/site-packages/transformers/trainer.py", line 2123, in train\n'
+        "    return inner_training_loop(\n"
+        "[rank1]:   File \"/x/site-packages/torch/nn/modules/module.py\", line 1501, in _call_impl\n"
+        "[rank1]:     return forward_call(*args, **kwargs)\n"
+        "File ~/miniconda3/lib/python3.10/site-packages/transformers/trainer.py:1539, in Trainer.train(self)\n"
+        "           ^^^^^^^^^^^^^^^^^^^^^\n"
+        "ValueError: The model did not return a loss from the inputs\n"
+        "    indented prose under an exception stays\n"
+    )
+    kept = lexical_text(text)
+    assert "inner_training_loop" not in kept and "forward_call" not in kept and "_call_impl" not in kept
+    assert "site-packages" not in kept and "^^^" not in kept and "Traceback" not in kept
+    assert kept.startswith("my run dies at step 1\n")
+    assert "ValueError: The model did not return a loss" in kept and "indented prose" in kept
+    assert lexical_text("no traceback here") == "no traceback here"
