@@ -108,8 +108,13 @@ class CodeFacts:
             self.collator, self.collator_kwargs = other.collator, dict(other.collator_kwargs)
         self.uses_peft = self.uses_peft or other.uses_peft
         for key, value in other.flags.items():
-            self.flags.setdefault(key, value)
+            if key not in self.flags or (_is_auto(self.flags[key]) and not _is_auto(value)):
+                self.flags[key] = value  # a DeepSpeed "auto" defers to the value set elsewhere (--fp16)
         self.parsed = self.parsed or other.parsed
+
+
+def _is_auto(value: FlagValue) -> bool:
+    return isinstance(value, str) and value.strip().strip("'\"").lower() == "auto"
 
 
 def _extend(items: list[str], new: Iterable[str]) -> None:

@@ -277,3 +277,11 @@ def test_formatting_function_that_does_not_tokenize_keeps_text():
 )
 def test_config_facts_trainer_from_rl_stage(config, trainer):
     assert config_facts(config).trainer == trainer
+
+
+def test_a_deepspeed_auto_defers_to_a_concrete_value_from_elsewhere():
+    from bot.code_facts import CodeFacts
+
+    facts = CodeFacts(flags={"fp16": "auto", "bf16": False})
+    facts.add(CodeFacts(flags={"fp16": True, "bf16": "auto"}))
+    assert facts.flags == {"fp16": True, "bf16": False}  # "auto" gives way; a concrete first value stays
