@@ -298,9 +298,9 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     text = MatchText(report.text)
     admitted = [(entry, lex, result) for entry, lex in zip(kb.entries, raw)
                 if (result := evidence_score(entry, report, text)) is not None]
-    # wording is compared among the entries the report does not rule out: a ruled-out entry whose
-    # words fit best must not raise the bar for the others
-    top_raw = max((lex for _, lex, _ in admitted), default=0.0)
+    # wording is compared among the entries the report does not rule out or argue against: an entry
+    # whose words fit best but whose evidence is against it must not raise the bar for the others
+    top_raw = max((lex for _, lex, (score, _) in admitted if score >= 0), default=0.0)
     candidates: list[Candidate] = []
     lexical_only: list[Candidate] = []
     weak: list[tuple[float, Entry, list[str]]] = []

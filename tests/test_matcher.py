@@ -243,3 +243,19 @@ def test_lexical_text_drops_traceback_frames_and_keeps_the_rest():
     assert kept.startswith("my run dies at step 1\n")
     assert "ValueError: The model did not return a loss" in kept and "indented prose" in kept
     assert lexical_text("no traceback here") == "no traceback here"
+
+
+def test_an_entry_whose_evidence_is_against_it_does_not_raise_the_lexical_bar(tmp_path):
+    prose = "my loss is zero when I use the completion only collator, is the response template tokenized differently?"
+    kb = write_kb(tmp_path, [
+        entry("template", "response_template_not_found",
+              [{"why": "w", "when": {"warning": "Could not find response key"}, "weight": 5}],
+              keywords="response template completion tokenized differently marker"),
+        entry("against", "all_labels_masked_truncation",
+              [{"why": "the report argues against it", "when": {"text": "collator"}, "weight": -2}],
+              keywords=" ".join([prose] * 6) + " differently tokenized differently"),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
+          for i, words in enumerate(FILLER)],
+    ])
+    ranked = rank(Report(text=prose), kb)
+    assert ranked and ranked[0].entry == "template"
