@@ -282,8 +282,11 @@ _RETURNED_KEYS = re.compile(r"only the following keys: ([\w ,.\[\]'\"-]{0,2000}?
 _RECEIVED = re.compile(r"the inputs it received are ([\w ,\[\]'\"-]{0,2000})")
 
 _LOSS = re.compile(  # searched in the lower-cased line
-    r"((?:train(?:ing)?_|eval_|val(?:idation)?_)?loss|grad_norm)['\"]?\s{0,4}[:=]\s{0,4}"
-    r"(?:tensor\()?([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?))(?![\w])"
+    r"((?:train(?:ing)?_|eval_|val(?:idation)?_)?(?:epoch_|lm[_ ]|total_)?loss|grad[_ ]norm)['\"]?"
+    # `loss: 0.7`, `loss=nan`, `'loss': tensor(0.5)`; or with a space only when the value is clearly
+    # a measurement (`iter 600: loss nan`, `lm_loss 2.3510 |`, `step 2: loss 0.1173`)
+    r"(?:\s{0,4}[:=]\s{0,4}(?:tensor\()?([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?))(?![\w])"
+    r"|\s{1,3}(nan|inf|[-+]?\d+\.\d+(?:e[-+]?\d+)?)(?![\w.]))"
 )
 _TABLE_COLUMN = re.compile(r"(?i)training loss|validation loss|eval(?:uation)? loss|grad(?:ient)? norm|learning rate|no log|[a-z_]+")
 _TABLE_SPLIT = re.compile(r"[|\t ]+")
@@ -1221,11 +1224,11 @@ def _read_losses(state: _State, lowered: str) -> bool:
         start = m.start()
         if start and (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
             continue
-        value = _number(m.group(2))
+        value = _number(m.group(2) or m.group(3))
         if value is None:
             continue
         key = m.group(1)
-        if key == "grad_norm":
+        if key in ("grad_norm", "grad norm"):
             state.grad_norms.append(value)
         elif key.startswith(("eval", "val")):
             state.eval_losses.append(value)

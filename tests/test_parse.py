@@ -207,6 +207,23 @@ step 20: loss: 0.0000, grad_norm=nan
     assert report.sections == ["log"]
 
 
+def test_other_trainers_log_forms():
+    """nanoGPT, Megatron / DeepSpeed, llama-recipes and mmengine-style lines carry losses too."""
+    paste = """iter 6000: loss nan, time 31.20ms, mfu 40.1%
+ iteration      100/   10000 | lm loss: 7.012345E+00 | loss scale: 1.0 | grad norm: 1.234 |
+[2024-05-01 10:00:00] iteration 200/10000 | lm_loss 2.3510 | grad_norm nan | loss scale: 1.0
+Epoch 1: train_perplexity=9.21, train_epoch_loss=2.22, eval_ppl=nan, eval_epoch_loss=nan
+12/05 14:21:10 - mmengine - INFO - Iter(train) [ 500/1500]  lr: 1.8e-04  loss: 0.6412
+"""
+    report = parse_text(paste)
+    assert math.isnan(report.losses[0]) and report.losses[1:] == [7.012345, 2.351, 2.22, 0.6412]
+    assert report.grad_norms[0] == 1.234 and math.isnan(report.grad_norms[1])
+    assert len(report.eval_losses) == 1 and math.isnan(report.eval_losses[0])
+    # a number after "loss" with a space counts only when it looks like a measurement
+    assert parse_text("the new loss 2 times higher than before").losses == []
+    assert parse_text("I set the loss scale 128 by hand").losses == []
+
+
 def test_notebook_table():
     report = parse_sample("notebook_table.txt")
     assert report.losses == [1.8423, 0.0, 0.0]
