@@ -128,6 +128,8 @@ def _family(report: Report) -> tuple[str, str] | None:
         for pattern, family in _NAME_FAMILIES:
             if re.search(pattern, name.lower()):
                 return family, f"report (from {name!r})"
+    if report.returned_keys and "pooler_output" in report.returned_keys:
+        return "bert", "report (the model returned pooler_output: a BERT-like encoder with a pooler)"
     return None
 
 

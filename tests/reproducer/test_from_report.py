@@ -55,6 +55,15 @@ def test_family_from_the_model_name_when_no_model_type():
     assert scenario.family == "qwen2" and sources["family"] == "report (from 'Qwen/Qwen2.5-0.5B-Instruct')"
 
 
+def test_pooler_output_in_the_returned_keys_means_a_bert_like_encoder():
+    report = Report(model_names=["sentence-transformers/LaBSE"], returned_keys=["last_hidden_state", "pooler_output"])
+    scenario, sources = build(report)
+    assert scenario.family == "bert" and "pooler_output" in sources["family"]
+    # a name that says the family wins over the keys
+    scenario, _ = build(Report(model_names=["roberta-base"], returned_keys=["last_hidden_state", "pooler_output"]))
+    assert scenario.family == "roberta"
+
+
 @pytest.mark.parametrize(
     ("classes", "head"),
     [(["AutoModel"], "base"), (["LlamaModel"], "base"), (["AutoModelForCausalLM"], "causal_lm"),
