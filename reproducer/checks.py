@@ -84,7 +84,21 @@ def _expected_exception(record: dict, exception_type: str | None, message: str |
     same_keys, detail = _keys_match(exc.get("message", ""), report)
     if not same_keys:
         return False, f"same exception, but {detail}"
+    missing = _missing_key(exc, report)
+    if missing:
+        return False, f"same exception, but {missing}"
     return True, f"{exc['type']} as in the report{detail}: {_short(exc.get('message', ''))}"
+
+
+def _missing_key(exc: dict, report: Report | None) -> str:
+    """A KeyError names the missing key: the run must miss the same key as the report, when it shows one."""
+    if exc["type"] != "KeyError" or report is None:
+        return ""
+    theirs = [e.message.strip().strip("'\"") for e in report.exceptions if e.type == "KeyError" and e.message.strip()]
+    ours = exc.get("message", "").strip().strip("'\"")
+    if theirs and ours and ours not in theirs:
+        return f"the run missed the key {ours!r} and yours missed {theirs[-1]!r}"
+    return ""
 
 
 def _symptom(record: dict, symptom: str) -> tuple[bool, str]:

@@ -137,3 +137,12 @@ def test_an_entry_may_expect_one_of_several_exception_types():
     assert baseline_reproduces(no_columns, expect, None)[0]
     assert not baseline_reproduces(other, expect, None)[0]
     assert not baseline_reproduces({"ok": False, "exception": {"type": "KeyErrorX", "message": "'text'"}}, expect, None)[0]
+
+
+def test_a_key_error_must_miss_the_same_key_as_the_report():
+    expect = Expect(exception_type="ValueError|KeyError", message="No columns in the dataset match|^'?(text|example_id)'?$")
+    run = {"ok": False, "exception": {"type": "KeyError", "message": "'text'"}}
+    assert baseline_reproduces(run, expect, Report(exceptions=[ExceptionInfo(type="KeyError", message="'text'")]))[0]
+    ok, reason = baseline_reproduces(run, expect, Report(exceptions=[ExceptionInfo(type="KeyError", message="'example_id'")]))
+    assert not ok and "missed the key 'text' and yours missed 'example_id'" in reason
+    assert baseline_reproduces(run, expect, Report())[0]  # a report without a KeyError does not constrain the key
