@@ -294,7 +294,8 @@ def _lexical_query(report: Report) -> str:
 
 def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Candidate]:
     """Candidates for `report`, best first. Empty when nothing fits."""
-    raw = lexical_index(kb).scores(_lexical_query(report)) if lexical and kb.entries else [0.0] * len(kb.entries)
+    query = _lexical_query(report)
+    raw = lexical_index(kb).scores(query) if lexical and kb.entries else [0.0] * len(kb.entries)
     text = MatchText(report.text)
     admitted = [(entry, lex, result) for entry, lex in zip(kb.entries, raw)
                 if (result := evidence_score(entry, report, text)) is not None]
@@ -318,7 +319,7 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
             )
         if score > 0 or bonus >= ALTERNATIVE_MIN_LEXICAL:
             weak.append((0.5 * score / entry.min_score + bonus, entry, why))
-    if lexical_only and not _shows_a_failure(report):
+    if lexical_only and not _shows_a_failure(report, query):
         lexical_only = []
     pool = candidates or lexical_only
     pool.sort(key=lambda c: (-c.score, c.entry))
@@ -328,10 +329,10 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     return head + _alternatives(head, weak) + rest
 
 
-def _shows_a_failure(report: Report) -> bool:
+def _shows_a_failure(report: Report, query: str) -> bool:
     if report.exceptions or report.losses or report.grad_norms or report.eval_losses or report.warnings:
         return True
-    return FAILURE_WORDS.search(_lexical_query(report)) is not None
+    return FAILURE_WORDS.search(query) is not None
 
 
 def _distinct_classes_first(pool: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:

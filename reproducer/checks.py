@@ -15,7 +15,7 @@ from knowledge.schema import Expect
 RANDOM_GUESS_LOSS = math.log(512)
 """Cross-entropy of a uniform guess over the tiny tokenizer's 512 tokens (about 6.24)."""
 HIGH_LOSS = 1.5 * RANDOM_GUESS_LOSS
-CACHE_KEYS = {"past_key_values", "cache", "num_items_in_batch", "token_type_ids"}
+INCIDENTAL_KEYS = {"past_key_values", "cache", "num_items_in_batch", "token_type_ids"}
 """Keys that differ between stacks or tokenizers, not between causes: transformers 4.x returns
 past_key_values, 5.x cache; Trainer forwards num_items_in_batch to models whose forward takes
 **kwargs; BERT-style tokenizers add token_type_ids, the tiny model's tokenizer does not."""
@@ -42,11 +42,11 @@ def _fmt(value: float | None) -> str:
 
 
 def _key_sets(message: str) -> tuple[set[str], set[str]] | None:
-    """Keys returned and inputs received, from 'did not return a loss' messages; cache keys dropped."""
+    """Keys returned and inputs received, from 'did not return a loss' messages; incidental keys dropped."""
     found = _KEYS_RE.search(message)
     if not found:
         return None
-    returned, received = ({k for k in group.split(",") if k} - CACHE_KEYS for group in found.groups())
+    returned, received = ({k for k in group.split(",") if k} - INCIDENTAL_KEYS for group in found.groups())
     return returned, received
 
 
@@ -57,8 +57,8 @@ def _keys_match(message: str, report: Report | None) -> tuple[bool, str]:
     if ours is None:
         return True, ""
     returned, received = ours
-    theirs_returned = set(report.returned_keys or []) - CACHE_KEYS
-    theirs_received = set(report.received_inputs or []) - CACHE_KEYS
+    theirs_returned = set(report.returned_keys or []) - INCIDENTAL_KEYS
+    theirs_received = set(report.received_inputs or []) - INCIDENTAL_KEYS
     if report.returned_keys is not None and returned != theirs_returned:
         return False, (
             f"the tiny model returned {','.join(sorted(returned))} but yours returned "
@@ -133,7 +133,7 @@ def baseline_reproduces(record: dict, expect: Expect, report: Report | None) -> 
 
     An expected exception must have the same type and a message matching the entry's
     regex; when the report lists the keys the model returned or the inputs it received,
-    the run's message must show the same sets (in any order, cache keys aside). A silent
+    the run's message must show the same sets (in any order, incidental keys aside). A silent
     symptom is read from the raw step losses and the supervised-token count, since
     Trainer logs an all-masked NaN loss as 0.0. With no expectation in the entry, the run
     must raise the report's last exception type.
