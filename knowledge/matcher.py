@@ -174,8 +174,6 @@ def holds(cond: Condition, report: Report, text: MatchText | None = None) -> boo
         return False
     if cond.exception_type is not None and not any(e.type in cond.exception_type for e in report.exceptions):
         return False
-    if cond.text is not None and not (text or MatchText(report.text)).search(cond.text):
-        return False
     if cond.warning is not None and not _search(cond.warning, report.warnings):
         return False
     if cond.returned_keys is not None and (
@@ -230,6 +228,9 @@ def holds(cond: Condition, report: Report, text: MatchText | None = None) -> boo
     if cond.collator_given is not None and (report.collator is not None) != cond.collator_given:
         return False
     if cond.section is not None and not set(cond.section) & set(report.sections):
+        return False
+    # the paste-wide regex last: the structured fields above are cheap and usually decide first
+    if cond.text is not None and not (text or MatchText(report.text)).search(cond.text):
         return False
     return True
 
