@@ -177,3 +177,19 @@ def test_write_repro_writes_a_script_that_shows_failure_then_fixes(tmp_path):
     assert {"use-lm-collator", "mask-prompt-in-labels"} <= set(fixes)
     for name, text in fixes.items():
         assert "ok: trained" in text and "weights changed: True" in text, name
+
+
+def test_eval_top3_counts_the_first_three_candidates_as_the_json_lists_them():
+    """An out-of-scope candidate in the first three places takes a place, as in the JSON an outside check reads."""
+    from bot.models import Candidate, Diagnosis
+    from knowledge.evaluate import EvalResult, score
+
+    def cand(cls):
+        return Candidate(entry=cls, failure_class=cls, title=cls, score=1.0, why=[])
+
+    listed = [cand("fp16_overflow_nan"), cand("out_of_scope"), cand("deepspeed_zero2_nan"), cand("attention_kernel_nan")]
+    diagnosis = Diagnosis(verdict="matched", failure_class="fp16_overflow_nan", candidates=listed)
+    result = EvalResult()
+    score(diagnosis, "deepspeed_zero2_nan", result, 1)
+    score(diagnosis, "attention_kernel_nan", result, 2)  # fourth in the list: not in the first three
+    assert (result.top1, result.top3) == (0, 1)
