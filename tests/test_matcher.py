@@ -202,24 +202,36 @@ def test_first_places_name_distinct_classes(tmp_path):
     assert [c.entry for c in rank(Report(grad_norms=[math.nan]), kb, lexical=False)] == ["oom", "fp16-a"]
 
 
-def test_a_ruled_out_entry_does_not_raise_the_lexical_bar(tmp_path):
-    """Wording is compared among the entries the report leaves in: an entry whose `requires` fails
-    cannot, by echoing the report's words best, push the others below the lexical-only bar."""
+@pytest.mark.parametrize(
+    ("echo_evidence", "echo_extra", "ruled_out"),
+    [
+        # its `requires` fails: the report rules it out
+        ([{"why": "w", "when": {"text": "max_length"}, "weight": 5}], {"requires": [{"text": "truncat"}]}, True),
+        # its evidence argues against it (score < 0)
+        ([{"why": "the report argues against it", "when": {"text": "collator"}, "weight": -2}], {}, False),
+    ],
+    ids=["ruled-out", "evidence-against"],
+)
+def test_an_entry_ruled_out_or_argued_against_does_not_raise_the_lexical_bar(tmp_path, echo_evidence, echo_extra,
+                                                                              ruled_out):
+    """Wording is compared among the entries the report leaves in and does not argue against: such an
+    entry cannot, by echoing the report's words best, push the others below the lexical-only bar."""
     prose = "my loss is zero when I use the completion only collator, is the response template tokenized differently?"
     kb = write_kb(tmp_path, [
         entry("template", "response_template_not_found",
               [{"why": "w", "when": {"warning": "Could not find response key"}, "weight": 5}],
               keywords="response template completion tokenized differently marker"),
-        entry("echo", "all_labels_masked_truncation", [{"why": "w", "when": {"text": "max_length"}, "weight": 5}],
-              requires=[{"text": "truncat"}], keywords=" ".join([prose] * 6) + " differently tokenized differently"),
+        entry("echo", "all_labels_masked_truncation", echo_evidence,
+              keywords=" ".join([prose] * 6) + " differently tokenized differently", **echo_extra),
         *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
           for i, words in enumerate(FILLER)],
     ])
     words = dict(zip((e.id for e in kb.entries), lexical_index(kb).scores(prose)))
-    assert words["echo"] > 1.6 * words["template"]  # "echo" fits the wording best, but is ruled out
+    assert words["echo"] > 1.6 * words["template"]  # "echo" fits the wording best
     ranked = rank(Report(text=prose), kb)
     assert ranked and ranked[0].entry == "template"
-    assert "echo" not in [c.entry for c in ranked]
+    if ruled_out:
+        assert "echo" not in [c.entry for c in ranked]
 
 
 def test_lexical_text_drops_traceback_frames_and_keeps_the_rest():
@@ -243,19 +255,3 @@ def test_lexical_text_drops_traceback_frames_and_keeps_the_rest():
     assert kept.startswith("my run dies at step 1\n")
     assert "ValueError: The model did not return a loss" in kept and "indented prose" in kept
     assert lexical_text("no traceback here") == "no traceback here"
-
-
-def test_an_entry_whose_evidence_is_against_it_does_not_raise_the_lexical_bar(tmp_path):
-    prose = "my loss is zero when I use the completion only collator, is the response template tokenized differently?"
-    kb = write_kb(tmp_path, [
-        entry("template", "response_template_not_found",
-              [{"why": "w", "when": {"warning": "Could not find response key"}, "weight": 5}],
-              keywords="response template completion tokenized differently marker"),
-        entry("against", "all_labels_masked_truncation",
-              [{"why": "the report argues against it", "when": {"text": "collator"}, "weight": -2}],
-              keywords=" ".join([prose] * 6) + " differently tokenized differently"),
-        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
-          for i, words in enumerate(FILLER)],
-    ])
-    ranked = rank(Report(text=prose), kb)
-    assert ranked and ranked[0].entry == "template"
