@@ -32,6 +32,12 @@ ALTERNATIVE_GAP = 2.5
 'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
 ALTERNATIVE_MIN_LEXICAL = 0.5
 """An entry without enough evidence is listed as an alternative only if its wording is this close to the best."""
+SYMPTOM_WEIGHT = 2.0
+"""How much an alternative gains when the report shows the symptom most of the entry's own examples show."""
+SYMPTOM_MIN_SHARE = 0.3
+"""An entry whose examples show one of the report's symptoms at least this often is a possible alternative."""
+SYMPTOM_METRICS = ("loss_zero", "loss_nan", "loss_inf", "loss_high", "grad_norm_zero", "grad_norm_nan", "grad_norm_inf",
+                   "eval_loss_nan")
 EXAMPLE_CHARS = 3_000
 MATCH_TEXT_CHARS = 256_000
 """`text` conditions search at most this much of a paste: its head and its tail (tracebacks are at the end)."""
@@ -154,9 +160,42 @@ def text_patterns(kb: KnowledgeBase) -> set[str]:
     return {c.text for c in conditions if c.text}
 
 
+def symptoms(report: Report) -> frozenset[str]:
+    """What the report shows went wrong, in cause-neutral terms: the logged metrics that are off and
+    the last exception's type with the first words of its message ('ValueError: the model did')."""
+    found = {m for m in SYMPTOM_METRICS if _metric(report, m)}
+    if report.exceptions:
+        last = report.exceptions[-1]
+        words = _MESSAGE_WORD.findall((last.message or "").lower())[:3]
+        found.add(f"{last.type.rsplit('.', 1)[-1]}: {' '.join(words)}")
+    return frozenset(found)
+
+
+_MESSAGE_WORD = re.compile(r"[a-z_]{2,}")
+
+
+def symptom_shares(kb: KnowledgeBase) -> dict[str, dict[str, float]]:
+    """Per entry, the share of its match examples that show each symptom."""
+    shares = kb.cache.get("symptoms")
+    if shares is None:
+        from bot.parse import parse_text
+
+        shares = {}
+        for entry in kb.entries:
+            examples = [x for x in kb.examples(entry.id) if x.expect_match]
+            counts: dict[str, int] = {}
+            for example in examples:
+                for symptom in symptoms(parse_text(example.read())):
+                    counts[symptom] = counts.get(symptom, 0) + 1
+            shares[entry.id] = {k: v / len(examples) for k, v in counts.items()}
+        kb.cache["symptoms"] = shares
+    return shares  # type: ignore[return-value]
+
+
 def warm(kb: KnowledgeBase) -> None:
     """Compute what matching derives from the knowledge base (kept in `kb.cache`, pickled with it)."""
     lexical_index(kb)
+    symptom_shares(kb)
     kb.cache["literals"] = {p: _literals(p) for p in text_patterns(kb)}
 
 
@@ -306,6 +345,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     candidates: list[Candidate] = []
     lexical_only: list[Candidate] = []
     weak: list[tuple[float, Entry, list[str]]] = []
+    shown = symptoms(report)
+    shares = symptom_shares(kb) if shown else {}
     for entry, lex, (score, why) in admitted:
         bonus = LEXICAL_WEIGHT * lex / top_raw if top_raw >= LEXICAL_MIN_RAW else 0.0
         if score >= entry.min_score:
@@ -318,8 +359,11 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
                 _candidate(entry, round(score * 0.25 + bonus, 3),
                            [*why, f"no decisive evidence; the wording resembles this entry (lexical {lex:.1f})"])
             )
-        if score > 0 or bonus >= ALTERNATIVE_MIN_LEXICAL:
-            weak.append((0.5 * score / entry.min_score + bonus, entry, why))
+        share = max((shares[entry.id].get(s, 0.0) for s in shown), default=0.0) if score >= 0 else 0.0
+        if score > 0 or bonus >= ALTERNATIVE_MIN_LEXICAL or share >= SYMPTOM_MIN_SHARE:
+            if share >= SYMPTOM_MIN_SHARE:
+                why = [*why, "its own examples show the same symptom"]
+            weak.append((0.5 * score / entry.min_score + bonus + SYMPTOM_WEIGHT * share, entry, why))
     if lexical_only and not _shows_a_failure(report, query):
         lexical_only = []
     pool = candidates or lexical_only

@@ -255,3 +255,23 @@ def test_lexical_text_drops_traceback_frames_and_keeps_the_rest():
     assert kept.startswith("my run dies at step 1\n")
     assert "ValueError: The model did not return a loss" in kept and "indented prose" in kept
     assert lexical_text("no traceback here") == "no traceback here"
+
+
+def test_alternatives_include_entries_whose_examples_show_the_same_symptom(tmp_path):
+    """Evidence names one cause of a zero loss; an entry with no matching evidence but whose own match
+    examples log the same symptom is listed as 'also possible', one whose examples show another is not."""
+    kb = write_kb(tmp_path, [
+        entry("truncation", "all_labels_masked_truncation", [{"why": "w", "when": {"text": "max_length"}, "weight": 4}]),
+        entry("zero2", "deepspeed_zero2_nan", [{"why": "w", "when": {"text": "overlap_comm"}, "weight": 4}]),
+        entry("kernel", "attention_kernel_nan", [{"why": "w", "when": {"text": "sdpa"}, "weight": 4}]),
+    ])
+    for id_, log in [("zero2", "{'loss': 0.0, 'grad_norm': nan, 'epoch': 0.1}"),
+                     ("kernel", "{'loss': 3.2, 'grad_norm': 1.1, 'epoch': 0.1}\nIndexError: index out of range")]:
+        (tmp_path / id_ / "match").mkdir()
+        (tmp_path / id_ / "match" / "a.txt").write_text(log)
+    kb = load_kb(tmp_path)
+    report = Report(text="max_length=512 and the loss is 0", losses=[0.0], grad_norms=[math.nan])
+    ranked = rank(report, kb, lexical=False)
+    assert [c.entry for c in ranked] == ["truncation", "zero2"]
+    assert "its own examples show the same symptom" in ranked[1].why
+    assert ranked[1].score <= ranked[0].score - 2.5  # listed, never in play
