@@ -397,6 +397,9 @@ class _State:
         versions = dict(self.weak_versions)
         versions.update(self.strong_versions)
         returned, received = _loss_message_keys(self.messages)
+        for message in self.messages:  # `GPT2LMHeadModel.forward() got an unexpected keyword argument 'labels'`
+            if ".forward()" in message and (m := _FORWARD_OF.search(message)) and not cf.NOT_MODEL_CLASS.search(m.group(1)):
+                cf._extend(facts.model_classes, [m.group(1)])
         names = facts.model_names + facts.model_classes + facts.config_classes
         model_type = cf.model_type_of(names) or (cf.model_type_of([self.banner_family]) if self.banner_family else None)
         if self.warning_count > len(self.warnings):
@@ -708,6 +711,8 @@ def _exceptions_in_prose(state: _State) -> None:
 _VSCODE_EXC = re.compile(r"^Exception has occurred: ((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Za-z_]\w{0,60}))\s*$")
 _HINT_EXC = re.compile(r"\b([A-Z]\w{0,60}(?:Error|Exception))\((['\"])(.{1,2000}?)\2\)")
 _LOSS_IN_PROSE = re.compile(r"(?:the )?model did not return a loss.{0,2000}", re.IGNORECASE)
+_FORWARD_OF = re.compile(r"\b([A-Z]\w{0,80}(?:Model|For\w{1,40}|LMHead\w{0,20}))\.forward\(\)")
+"""The model class an exception message names (`XForCausalLM.forward() got ...`)."""
 _PROSE_MODEL = re.compile(
     r"\b(Auto(?:Peft)?Model(?:For[A-Z]\w{0,40})?|Fast(?:Language|Vision)?Model|[A-Z][A-Za-z0-9]{1,40}"
     r"(?:For(?:CausalLM|SequenceClassification|TokenClassification|MaskedLM|Seq2SeqLM|ConditionalGeneration"

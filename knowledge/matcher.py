@@ -32,6 +32,9 @@ ALTERNATIVE_GAP = 2.5
 'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
 ALTERNATIVE_MIN_LEXICAL = 0.5
 """An entry without enough evidence is listed as an alternative only if its wording is this close to the best."""
+NEAR_EVIDENCE = 0.75
+"""An entry whose evidence reaches this share of its min_score joins a lexical-only list even when its wording
+is not among the closest: most of its decisive evidence is there, which says more than word overlap."""
 SYMPTOM_WEIGHT = 2.0
 """How much an alternative gains when the report shows the symptom most of the entry's own examples show."""
 SYMPTOM_MIN_SHARE = 0.3
@@ -354,7 +357,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
                 why = [*why, f"the wording of the report resembles this entry (lexical {bonus:.2f})"]
             candidates.append(_candidate(entry, score + bonus, why))
             continue
-        if top_raw >= LEXICAL_ONLY_MIN_RAW and lex >= 0.6 * top_raw and score >= 0:
+        near = score >= NEAR_EVIDENCE * entry.min_score
+        if top_raw >= LEXICAL_ONLY_MIN_RAW and (lex >= 0.6 * top_raw or near) and score >= 0:
             lexical_only.append(
                 _candidate(entry, round(score * 0.25 + bonus, 3),
                            [*why, f"no decisive evidence; the wording resembles this entry (lexical {lex:.1f})"])

@@ -275,3 +275,23 @@ def test_alternatives_include_entries_whose_examples_show_the_same_symptom(tmp_p
     assert [c.entry for c in ranked] == ["truncation", "zero2"]
     assert "its own examples show the same symptom" in ranked[1].why
     assert ranked[1].score <= ranked[0].score - 2.5  # listed, never in play
+
+
+def test_an_entry_with_most_of_its_evidence_joins_a_lexical_only_list(tmp_path):
+    """No entry reaches its min_score; one has 3 of the 3.5 it needs but few shared words. It is listed
+    beside the wording matches (an entry with less evidence and as few words is not)."""
+    prose = "my loss is zero when I use the completion only collator, is the response template tokenized differently?"
+    kb = write_kb(tmp_path, [
+        entry("template", "response_template_not_found", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}],
+              keywords="response template completion only collator marker tokenized differently loss zero"),
+        entry("near", "fp16_overflow_nan", [{"why": "fp16 is on", "when": {"flag": {"fp16": True}}, "weight": 3}],
+              min_score=3.5, keywords="half precision"),
+        entry("far", "deepspeed_zero2_nan", [{"why": "fp16 is on", "when": {"flag": {"fp16": True}}, "weight": 2}],
+              min_score=3.5, keywords="half precision"),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
+          for i, words in enumerate(FILLER)],
+    ])
+    ranked = {c.entry: c for c in rank(Report(text=prose, flags={"fp16": True}), kb)}
+    assert next(iter(ranked)) == "template"
+    assert any("no decisive evidence" in w for w in ranked["near"].why)  # in the list on its own account
+    assert "far" not in ranked or any("a weaker alternative" in w for w in ranked["far"].why)

@@ -742,3 +742,10 @@ def test_unclosed_brace_lines_do_not_hide_a_later_json_config():
     assert report.flags["zero_stage"] == 2
     assert report.flags["overlap_comm"] is True
     assert report.flags["fp16"] is True
+
+
+def test_model_class_named_by_a_forward_error_is_read():
+    """`XForCausalLM.forward() got an unexpected keyword argument` names the model even when no code is pasted."""
+    report = parse_text("TypeError: GPT2LMHeadModel.forward() got an unexpected keyword argument 'labels'")
+    assert "GPT2LMHeadModel" in report.model_classes
+    assert parse_text("TypeError: forward() got an unexpected keyword argument 'labels'").model_classes == []
