@@ -371,6 +371,8 @@ _WORD = re.compile(r"[A-Za-z']{2,}")
 @dataclass
 class _State:
     text_parts: list[str] = field(default_factory=list)
+    narrative_parts: list[str] = field(default_factory=list)
+    setup_seen: bool = False
     sections: set[str] = field(default_factory=set)
     exceptions: list[ExceptionInfo] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
@@ -408,12 +410,13 @@ class _State:
             )
         return Report(
             text="\n".join(self.text_parts),
+            narrative="\n".join(self.narrative_parts) if self.setup_seen else None,
             sections=[s for s in SECTION_ORDER if s in self.sections],
             exceptions=self.exceptions[:MAX_EXCEPTIONS],
             frames=self.frames,
             returned_keys=returned,
             received_inputs=received,
-            losses=self.losses[-MAX_VALUES:],
+            losses=(self.losses or _prose_losses(self.narrative_parts if self.setup_seen else self.text_parts))[-MAX_VALUES:],
             eval_losses=self.eval_losses[-MAX_VALUES:],
             grad_norms=self.grad_norms[-MAX_VALUES:],
             warnings=self.warnings,
@@ -485,10 +488,12 @@ def _read_piece(state: _State, hint: str | None, raw: str) -> None:
     state.redacted.update(kinds)
     if hint == "code":
         state.text_parts.append(text)
+        state.setup_seen = True
         _read_code(state, text)
         return
     if hint == "config" and _read_config(state, text):
         state.text_parts.append(text)
+        state.setup_seen = True
         return
     chunks = split_fences(text)
     state.text_parts.append("\n".join("\n".join(chunk.lines) for chunk in chunks))
@@ -502,8 +507,10 @@ def _read_chunk(state: _State, chunk: _Chunk) -> None:
     if chunk.lang in CODE_LANGS and not has_traceback:
         code = "\n".join(lines)
         if _read_code(state, code):
+            state.setup_seen = True
             return
     if chunk.lang in CONFIG_LANGS and _read_config(state, "\n".join(lines)):
+        state.setup_seen = True
         return
     kind = ["text"] * len(lines)
     stripped = [line[:MAX_LINE].strip() if line else "" for line in lines]
@@ -515,6 +522,13 @@ def _read_chunk(state: _State, chunk: _Chunk) -> None:
     if ":" in whole or "{" in whole:
         _find_configs(state, lines, stripped, kind)
     _read_text_lines(state, stripped, kind)
+    setup = [k == "code" or k == "config" or (k == "text" and _SETUP_LINE.match(line) is not None)
+             for line, k in zip(stripped, kind)]
+    if any(setup):
+        state.setup_seen = True
+        state.narrative_parts.append("\n".join(line for line, is_setup in zip(lines, setup) if not is_setup))
+    else:
+        state.narrative_parts.append(whole)
 
 
 # --------------------------------------------------------------------- tracebacks
@@ -711,6 +725,15 @@ def _exceptions_in_prose(state: _State) -> None:
 _VSCODE_EXC = re.compile(r"^Exception has occurred: ((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Za-z_]\w{0,60}))\s*$")
 _HINT_EXC = re.compile(r"\b([A-Z]\w{0,60}(?:Error|Exception))\((['\"])(.{1,2000}?)\2\)")
 _LOSS_IN_PROSE = re.compile(r"(?:the )?model did not return a loss.{0,2000}", re.IGNORECASE)
+_SETUP_LINE = re.compile(
+    r"[-*]\s{1,4}[\w .()/?`-]{0,40}\b(?:version|platform|python|gpu|distributed|accelerate|deepspeed|cuda|huggingface|"
+    r"safetensors|tensorflow|flax|jax|pytorch|bitsandbytes)\b[\w .()/?`-]{0,30}\s{0,4}:"
+    r"|[A-Za-z][\w.\[\],-]{0,60}\s{0,2}==\s{0,2}[\w.+!-]{1,40}$"
+    r"|[A-Za-z][\w.-]{0,60}\s{2,}v?\d[\w.+!-]{0,40}(?:\s{2,}\S.{0,200})?$",
+    re.IGNORECASE,
+)
+"""A line of an environment block or a package list (`- PyTorch version (GPU?): 2.5.1`, `trl==0.12.1`,
+`peft   0.13.2`): set-up, like pasted code and configs."""
 _FORWARD_OF = re.compile(r"\b([A-Z]\w{0,80}(?:Model|For\w{1,40}|LMHead\w{0,20}))\.forward\(\)")
 """The model class an exception message names (`XForCausalLM.forward() got ...`)."""
 _PROSE_MODEL = re.compile(
@@ -1220,6 +1243,36 @@ def _read_banner(state: _State, stripped: str) -> bool:
         found = True
     if found:
         state.sections.add("env")
+    return found
+
+
+_PROSE_LOSS = re.compile(
+    r"\b(?:loss|losses|reward|rewards)\b[^\n.;]{0,30}?\b(?:is|are|was|were|becomes?|became|goes|go|went|turns?|turned|drops?|"
+    r"dropped|falls?|fell|stays?|stayed|gets?|got|getting|shows?|showed|showing|outputs?|returns?|reaches|reached|=)"
+    r"[^\n.;]{0,12}?\b(?:to |at |as |exactly )?(nan|inf|zero|0(?:\.0+)?)(?![\w.])"
+    r"|\b(nan|zero)\s+(?:training\s+|train\s+)?(?:loss|losses|rewards?)\b|\b(nan|inf)\s+(?:for|as|in)\s+(?:the\s+)?(?:loss|rewards?)\b"
+    r"|(?:loss|损失)[^\n。]{0,10}?(?:变成|变为|为|是|一直是|全是|都是|降到|降为)\s*(nan|0)(?![\w.])",
+    re.IGNORECASE,
+)
+"""A loss (or reward) the user reports in words: 'the loss becomes nan', 'loss drops to zero', 'nan loss'."""
+
+
+_NEGATED = re.compile(r"\b(?:not|never|no longer)\b|n't|不是|没有", re.IGNORECASE)
+
+
+def _prose_losses(parts: list[str]) -> list[float]:
+    """Losses named in prose, read only when no Trainer log line gave one."""
+    found: list[float] = []
+    for part in parts:
+        if "nan" not in part.lower() and "zero" not in part.lower() and "0" not in part:
+            continue
+        for m in _PROSE_LOSS.finditer(part[:200_000]):
+            if _NEGATED.search(m.group(0)):
+                continue
+            word = next(g for g in m.groups() if g).lower()
+            found.append(math.nan if word == "nan" else math.inf if word == "inf" else 0.0)
+            if len(found) >= 4:
+                return found
     return found
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from bot.models import Candidate, Report
-from knowledge.kb import KnowledgeBase
+from knowledge.kb import Example, KnowledgeBase
 from knowledge.lexical import BM25
 from knowledge.prefilter import may_match, required_literals
 from knowledge.schema import Condition, Entry
@@ -32,6 +32,14 @@ ALTERNATIVE_GAP = 2.5
 'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
 ALTERNATIVE_MIN_LEXICAL = 0.5
 """An entry without enough evidence is listed as an alternative only if its wording is this close to the best."""
+CONTEXT_FIELDS = frozenset({
+    "trainer", "collator", "model_class", "model_name", "model_type", "flag", "flag_absent", "version",
+    "dataset_format", "call", "peft", "dataset_column", "defined_function", "collator_given", "section",
+})
+"""Condition fields that describe the set-up (what is installed, configured, loaded), not what went wrong."""
+SHOWN_MIN = 1.0
+"""Below this much evidence of what went wrong (an exception, a warning, a metric, the keys of the
+missing-loss message, a frame, the wording outside pasted code and configs), set-up signals add nothing."""
 NEAR_EVIDENCE = 0.75
 """An entry whose evidence reaches this share of its min_score joins a lexical-only list even when its wording
 is not among the closest: most of its decisive evidence is there, which says more than word overlap."""
@@ -48,7 +56,8 @@ FAILURE_WORDS = re.compile(
     r"loss|\bnan\b|\binf\b|label|\bgrad|error|exception|traceback|warning|diverg|explod|spike|stuck|\bzero\b"
     r"|wrong|broken|\bbug|fail|crash|garbage|pad(?:ding)?[ _]token|\bnot\s+(?:learn|decreas|converg|improv|work)"
     r"|(?:does|do|did)n[o']?t\s+(?:learn|decreas|converg|improv|work)"
-    r"|损失|报错|错误|异常|不下降|不收敛|エラー|損失|下がらない|異常",
+    r"|\b(?:end|ends|ended|finish|finishes|finished|stops|stopped)\s+(?:too\s+)?(?:early|quickly|fast|after)"
+    r"|损失|报错|错误|异常|不下降|不收敛|就结束|提前结束|没有训练完|エラー|損失|下がらない|異常|終了してしまう",
     re.IGNORECASE,
 )
 """Without an exception, a logged metric or a warning, a report needs one of these words (a sign that something
@@ -177,18 +186,28 @@ def symptoms(report: Report) -> frozenset[str]:
 _MESSAGE_WORD = re.compile(r"[a-z_]{2,}")
 
 
+def _parsed(example: Example) -> Report:
+    return _parse_example_text(example.read())
+
+
+@lru_cache(maxsize=1024)
+def _parse_example_text(text: str) -> Report:
+    """Knowledge-base examples are parsed only when a snapshot is built (the results are kept in it)."""
+    from bot.parse import parse_text
+
+    return parse_text(text)
+
+
 def symptom_shares(kb: KnowledgeBase) -> dict[str, dict[str, float]]:
     """Per entry, the share of its match examples that show each symptom."""
     shares = kb.cache.get("symptoms")
     if shares is None:
-        from bot.parse import parse_text
-
         shares = {}
         for entry in kb.entries:
             examples = [x for x in kb.examples(entry.id) if x.expect_match]
             counts: dict[str, int] = {}
             for example in examples:
-                for symptom in symptoms(parse_text(example.read())):
+                for symptom in symptoms(_parsed(example)):
                     counts[symptom] = counts.get(symptom, 0) + 1
             shares[entry.id] = {k: v / len(examples) for k, v in counts.items()}
         kb.cache["symptoms"] = shares
@@ -277,18 +296,31 @@ def holds(cond: Condition, report: Report, text: MatchText | None = None) -> boo
     return True
 
 
-def evidence_score(entry: Entry, report: Report, text: MatchText | None = None) -> tuple[float, list[str]] | None:
-    """The entry's evidence score and reasons, or None when it is ruled out."""
+def evidence_score(entry: Entry, report: Report, text: MatchText | None = None,
+                   narrative: MatchText | None = None) -> tuple[float, list[str]] | None:
+    """The entry's evidence score and reasons, or None when it is ruled out.
+
+    `narrative` is the paste without its code and config blocks (`Report.narrative`): a `text` signal
+    that matches only inside those blocks describes the set-up, not what went wrong."""
     text = text or MatchText(report.text)
     if not all(holds(c, report, text) for c in entry.requires):
         return None
     if any(holds(c, report, text) for c in entry.excludes):
         return None
-    score, why = 0.0, []
+    score, why, shown, setup = 0.0, [], 0.0, 0.0
     for signal in entry.evidence:
         if holds(signal.when, report, text):
             score += signal.weight
             why.append(signal.why if signal.weight >= 0 else f"(against) {signal.why}")
+            if signal.weight > 0:
+                if not signal.setup and _shows_the_failure(signal.when, narrative):
+                    shown += signal.weight
+                else:
+                    setup += signal.weight
+    if shown < SHOWN_MIN:
+        # the set-up fits (versions, flags, model, trainer) but the report barely shows the failure itself:
+        # a set-up is not a report of what went wrong (every LoRA run with gradient checkpointing fits one)
+        score -= setup
     return score, why
 
 
@@ -303,8 +335,27 @@ them, so they would make all tracebacks look alike to the word statistics. The f
 their own (`frame` conditions); the exception line and the prose are what wording is compared on."""
 
 
+def _shows_the_failure(cond: Condition, narrative: MatchText | None) -> bool:
+    """Whether a condition that holds speaks of what went wrong rather than of the set-up."""
+    fields = cond.model_fields_set - CONTEXT_FIELDS
+    if fields != {"text"} or narrative is None:
+        return bool(fields)
+    return narrative.search(cond.text)  # type: ignore[arg-type]
+
+
+_NOISE_LINE = re.compile(
+    r"^.*\b(?:FutureWarning|DeprecationWarning|PendingDeprecationWarning)\b.*\n(?:[ \t]+warnings\.warn\(.*\n)?"
+    r"|^[ \t]*warnings\.warn\(.*\n|^[ \t]*wandb: .*\n",
+    re.MULTILINE,
+)
+"""Lines every run prints (deprecation notices, wandb's log-in lines): they say nothing about the failure."""
+
+
 def lexical_text(text: str) -> str:
-    """`text` without traceback frames, for the word statistics (entry documents and queries alike)."""
+    """`text` without traceback frames and routine notices, for the word statistics (entry documents
+    and queries alike)."""
+    if "Warning" in text or "wandb:" in text or "warnings.warn" in text:
+        text = _NOISE_LINE.sub("", text if text.endswith("\n") else text + "\n")
     if 'File "' not in text and "Traceback" not in text:
         return text
     return _FRAME_LINE.sub("", text if text.endswith("\n") else text + "\n")
@@ -316,7 +367,8 @@ def entry_document(kb: KnowledgeBase, entry: Entry) -> str:
     parts += [f.title for f in entry.fixes]
     for example in kb.examples(entry.id):
         if example.expect_match:
-            parts.append(lexical_text(example.read())[:EXAMPLE_CHARS])
+            story = _parsed(example).narrative
+            parts.append(lexical_text(story if story is not None else example.read())[:EXAMPLE_CHARS])
     return "\n".join(parts)
 
 
@@ -327,8 +379,10 @@ def lexical_index(kb: KnowledgeBase) -> BM25:
     return index  # type: ignore[return-value]
 
 
-def _lexical_query(report: Report) -> str:
-    text = report.text
+def _lexical_query(report: Report, *, whole: bool = False) -> str:
+    """The report's wording without pasted code and configs (which every report has alike), or
+    with them (`whole`)."""
+    text = report.narrative if report.narrative is not None and not whole else report.text
     if len(text) > LEXICAL_QUERY_CHARS:
         half = LEXICAL_QUERY_CHARS // 2
         text = text[:half] + "\n" + text[-half:]
@@ -339,9 +393,14 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     """Candidates for `report`, best first. Empty when nothing fits."""
     query = _lexical_query(report)
     raw = lexical_index(kb).scores(query) if lexical and kb.entries else [0.0] * len(kb.entries)
+    if lexical and report.narrative is not None and max(raw, default=0.0) < LEXICAL_ONLY_MIN_RAW:
+        # the prose says too little to compare words on: the pasted code and configs are all there is
+        query = _lexical_query(report, whole=True)
+        raw = lexical_index(kb).scores(query)
     text = MatchText(report.text)
+    narrative = MatchText(report.narrative) if report.narrative is not None else None
     admitted = [(entry, lex, result) for entry, lex in zip(kb.entries, raw)
-                if (result := evidence_score(entry, report, text)) is not None]
+                if (result := evidence_score(entry, report, text, narrative)) is not None]
     # wording is compared among the entries the report does not rule out or argue against: an entry
     # whose words fit best but whose evidence is against it must not raise the bar for the others
     top_raw = max((lex for _, lex, (score, _) in admitted if score >= 0), default=0.0)

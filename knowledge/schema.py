@@ -129,6 +129,10 @@ class Signal(Strict):
     why: str
     when: Condition
     weight: float = 1.0
+    setup: bool = False
+    """The signal describes the set-up (what was run: a collator, a flag, a model), even where its `text`
+    is found in prose or a warning. Conditions on versions, flags, models, trainers, collators and
+    datasets are set-up without saying so; see `knowledge.matcher.SHOWN_MIN`."""
 
 
 class Op(Strict):

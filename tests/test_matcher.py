@@ -284,14 +284,64 @@ def test_an_entry_with_most_of_its_evidence_joins_a_lexical_only_list(tmp_path):
     kb = write_kb(tmp_path, [
         entry("template", "response_template_not_found", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}],
               keywords="response template completion only collator marker tokenized differently loss zero"),
-        entry("near", "fp16_overflow_nan", [{"why": "fp16 is on", "when": {"flag": {"fp16": True}}, "weight": 3}],
+        entry("near", "fp16_overflow_nan", [{"why": "nan grads", "when": {"metric": "grad_norm_nan"}, "weight": 3}],
               min_score=3.5, keywords="half precision"),
-        entry("far", "deepspeed_zero2_nan", [{"why": "fp16 is on", "when": {"flag": {"fp16": True}}, "weight": 2}],
+        entry("far", "deepspeed_zero2_nan", [{"why": "nan grads", "when": {"metric": "grad_norm_nan"}, "weight": 2}],
               min_score=3.5, keywords="half precision"),
         *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
           for i, words in enumerate(FILLER)],
     ])
-    ranked = {c.entry: c for c in rank(Report(text=prose, flags={"fp16": True}), kb)}
+    ranked = {c.entry: c for c in rank(Report(text=prose, grad_norms=[math.nan]), kb)}
     assert next(iter(ranked)) == "template"
     assert any("no decisive evidence" in w for w in ranked["near"].why)  # in the list on its own account
     assert "far" not in ranked or any("a weaker alternative" in w for w in ranked["far"].why)
+
+
+def test_a_set_up_that_fits_is_not_evidence_without_a_sign_of_the_failure(tmp_path):
+    """Flags, versions and the model say what was run, not what went wrong: alone they name no cause;
+    with a sign of the failure (here the checkpoint warning) they add to it."""
+    kb = write_kb(tmp_path, [
+        entry("checkpointing", "no_grad_gradient_checkpointing", [
+            {"why": "checkpointing on", "when": {"flag": {"gradient_checkpointing": True}}, "weight": 2},
+            {"why": "lora", "when": {"peft": True}, "weight": 2},
+            {"why": "the warning", "when": {"warning": "None of the inputs have requires_grad"}, "weight": 1},
+        ]),
+    ])
+    set_up = {"flags": {"gradient_checkpointing": True}, "uses_peft": True}
+    assert rank(Report(**set_up), kb, lexical=False) == []
+    warned = rank(Report(**set_up, warnings=["UserWarning: None of the inputs have requires_grad=True"]), kb, lexical=False)
+    assert [c.entry for c in warned] == ["checkpointing"] and warned[0].score == 5
+
+
+def test_wording_inside_pasted_code_is_set_up_not_a_sign_of_the_failure(tmp_path):
+    """A `text` signal that matches only inside a pasted code block counts as set-up."""
+    from bot.parse import parse_text
+
+    kb = write_kb(tmp_path, [
+        entry("checkpointing", "no_grad_gradient_checkpointing",
+              [{"why": "checkpointing named", "when": {"text": "gradient_checkpointing"}, "weight": 3}]),
+    ])
+    in_code = parse_text("My script:\n```python\nargs = TrainingArguments(gradient_checkpointing=True)\n```\nloss is nan\n")
+    in_prose = parse_text("I turned on gradient_checkpointing and the loss is nan\n")
+    assert in_code.narrative is not None and "TrainingArguments" not in in_code.narrative
+    assert rank(in_code, kb, lexical=False) == []
+    assert [c.entry for c in rank(in_prose, kb, lexical=False)] == ["checkpointing"]
+
+
+def test_a_signal_marked_setup_counts_as_set_up_even_in_prose(tmp_path):
+    """`use_cache=True is incompatible with gradient checkpointing` says checkpointing is on, not that it failed."""
+    evidence = [{"why": "checkpointing named", "when": {"text": "gradient checkpointing"}, "weight": 4}]
+    kb = write_kb(tmp_path, [
+        entry("marked", "no_grad_gradient_checkpointing", [{**evidence[0], "setup": True}]),
+        entry("unmarked", "fp16_overflow_nan", evidence),
+    ])
+    warned = Report(text="`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`.")
+    assert [c.entry for c in rank(warned, kb, lexical=False)] == ["unmarked"]
+
+
+def test_lexical_text_drops_routine_notices():
+    from knowledge.matcher import lexical_text
+
+    text = ("/x/training_args.py:1559: FutureWarning: `evaluation_strategy` is deprecated\n  warnings.warn(\n"
+            "wandb: Currently logged in as: someone\nthe loss is nan\n")
+    assert lexical_text(text) == "the loss is nan\n"

@@ -749,3 +749,37 @@ def test_model_class_named_by_a_forward_error_is_read():
     report = parse_text("TypeError: GPT2LMHeadModel.forward() got an unexpected keyword argument 'labels'")
     assert "GPT2LMHeadModel" in report.model_classes
     assert parse_text("TypeError: forward() got an unexpected keyword argument 'labels'").model_classes == []
+
+
+@pytest.mark.parametrize(
+    ("text", "losses"),
+    [
+        ("the loss drops to zero after a few steps", [0.0]),
+        ("after a few steps the trainer started to output nan for rewards", ["nan"]),
+        ("I get nan loss from the first step", ["nan"]),
+        ("训练时 loss 一直是0", [0.0]),
+        ("the loss is not zero, it is 1.5", []),
+        ("loss is 0.5 at the start", []),
+        ("the loss becomes nan\n{'loss': 1.2, 'epoch': 0.1}", [1.2]),  # logged values win over prose
+    ],
+)
+def test_losses_named_in_prose(text, losses):
+    got = parse_text(text).losses
+    assert ["nan" if math.isnan(v) else v for v in got] == losses
+
+
+def test_narrative_leaves_out_pasted_setup():
+    """Code and config blocks, `transformers env` rows and package pins are set-up; the rest is the story."""
+    text = (
+        "Training dies at step 0.\n\n- `transformers` version: 4.46.3\n- Platform: Linux\n- Python version: 3.10.14\n\n"
+        "trl==0.12.1\npeft     0.13.2\n\n```python\nargs = TrainingArguments(fp16=True)\n```\n"
+        "- Error: nothing in the logs\nRuntimeError: boom\n"
+    )
+    report = parse_text(text)
+    assert report.narrative is not None
+    for kept in ("Training dies at step 0.", "- Error: nothing in the logs", "RuntimeError: boom"):
+        assert kept in report.narrative
+    for dropped in ("4.46.3", "Platform", "trl==0.12.1", "peft     0.13.2", "TrainingArguments"):
+        assert dropped not in report.narrative
+    assert report.versions["transformers"] == "4.46.3" and report.flags["fp16"] is True
+    assert parse_text("just prose, the loss is nan").narrative is None  # no set-up: the text is the story
