@@ -702,6 +702,13 @@ def _exceptions_in_prose(state: _State) -> None:
                     state.sections.add("traceback")
                     continue
             if "Error" not in line and "Exception" not in line:
+                known = _KNOWN_MESSAGE.search(line)
+                if known:  # a well-known library message quoted without its type
+                    message = line[known.start():].strip().rstrip("`'\"")
+                    _add_exception(state, _KNOWN_TYPES[known.lastgroup or ""], message)
+                    state.sections.add("traceback")
+                    if len(state.exceptions) >= 5:
+                        return
                 continue
             vscode = _VSCODE_EXC.match(line.strip())
             if vscode:
@@ -722,6 +729,20 @@ def _exceptions_in_prose(state: _State) -> None:
                     return
 
 
+_KNOWN_TYPES = {
+    "value": "ValueError", "runtime": "RuntimeError", "index": "IndexError", "type": "TypeError",
+    "zero": "ZeroDivisionError",
+}
+_KNOWN_MESSAGE = re.compile(
+    r"(?P<value>Unable to create tensor, you should probably|Expected input batch_size \(|Attempting to unscale FP16 gradients"
+    r"|Cannot handle batch sizes > 1 if no padding token|Asking to pad but the tokenizer does not have a padding token)"
+    r"|(?P<runtime>element 0 of tensors does not require grad|expected scalar type \w+ but found \w+"
+    r"|result type \w+ can't be cast to the desired output type)"
+    r"|(?P<index>Target -?\d+ is out of bounds|Invalid key: \d+ is out of bounds for size)"
+    r"|(?P<type>\w*forward\(\) got an unexpected keyword argument)"
+    r"|(?P<zero>All labels in your dataset are -100)"
+)
+"""Library messages users quote without the exception type in front ("I get `Unable to create tensor ...`")."""
 _VSCODE_EXC = re.compile(r"^Exception has occurred: ((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Za-z_]\w{0,60}))\s*$")
 _HINT_EXC = re.compile(r"\b([A-Z]\w{0,60}(?:Error|Exception))\((['\"])(.{1,2000}?)\2\)")
 _LOSS_IN_PROSE = re.compile(r"(?:the )?model did not return a loss.{0,2000}", re.IGNORECASE)

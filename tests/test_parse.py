@@ -783,3 +783,18 @@ def test_narrative_leaves_out_pasted_setup():
         assert dropped not in report.narrative
     assert report.versions["transformers"] == "4.46.3" and report.flags["fp16"] is True
     assert parse_text("just prose, the loss is nan").narrative is None  # no set-up: the text is the story
+
+
+@pytest.mark.parametrize(
+    ("text", "exc_type"),
+    [
+        ("I get Unable to create tensor, you should probably activate truncation and/or padding", "ValueError"),
+        ("Expected input batch_size (8) to match target batch_size (0) only with 2 GPUs", "ValueError"),
+        ("it says element 0 of tensors does not require grad and does not have a grad_fn", "RuntimeError"),
+        ("Target 5 is out of bounds. after switching datasets", "IndexError"),
+    ],
+)
+def test_well_known_messages_quoted_without_their_type(text, exc_type):
+    report = parse_text(text)
+    assert [e.type for e in report.exceptions] == [exc_type]
+    assert parse_text("the tensor shapes look fine to me").exceptions == []
