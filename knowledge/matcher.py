@@ -307,7 +307,7 @@ def evidence_score(entry: Entry, report: Report, text: MatchText | None = None,
         return None
     if any(holds(c, report, text) for c in entry.excludes):
         return None
-    score, why, shown, setup = 0.0, [], 0.0, 0.0
+    score, why, shown, setup, setup_at = 0.0, [], 0.0, 0.0, []
     for signal in entry.evidence:
         if holds(signal.when, report, text):
             score += signal.weight
@@ -317,10 +317,13 @@ def evidence_score(entry: Entry, report: Report, text: MatchText | None = None,
                     shown += signal.weight
                 else:
                     setup += signal.weight
-    if shown < SHOWN_MIN:
+                    setup_at.append(len(why) - 1)
+    if shown < SHOWN_MIN and setup:
         # the set-up fits (versions, flags, model, trainer) but the report barely shows the failure itself:
         # a set-up is not a report of what went wrong (every LoRA run with gradient checkpointing fits one)
         score -= setup
+        for i in setup_at:
+            why[i] += " (set-up only: not counted without a sign of the failure)"
     return score, why
 
 
@@ -407,8 +410,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     candidates: list[Candidate] = []
     lexical_only: list[Candidate] = []
     weak: list[tuple[float, Entry, list[str]]] = []
-    shown = symptoms(report)
-    shares = symptom_shares(kb) if shown else {}
+    report_symptoms = symptoms(report)
+    shares = symptom_shares(kb) if report_symptoms else {}
     for entry, lex, (score, why) in admitted:
         bonus = LEXICAL_WEIGHT * lex / top_raw if top_raw >= LEXICAL_MIN_RAW else 0.0
         if score >= entry.min_score:
@@ -422,7 +425,7 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
                 _candidate(entry, round(score * 0.25 + bonus, 3),
                            [*why, f"no decisive evidence; the wording resembles this entry (lexical {lex:.1f})"])
             )
-        share = max((shares[entry.id].get(s, 0.0) for s in shown), default=0.0) if score >= 0 else 0.0
+        share = max((shares[entry.id].get(s, 0.0) for s in report_symptoms), default=0.0) if score >= 0 else 0.0
         if score > 0 or bonus >= ALTERNATIVE_MIN_LEXICAL or share >= SYMPTOM_MIN_SHARE:
             if share >= SYMPTOM_MIN_SHARE:
                 why = [*why, "its own examples show the same symptom"]

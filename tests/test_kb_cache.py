@@ -59,6 +59,7 @@ def test_fingerprint_changes_with_the_code_that_derives_the_snapshot(tmp_path, m
 
     package = tmp_path / "knowledge"
     package.mkdir()
+    (tmp_path / "bot").mkdir()
     for module in kb_module.DERIVED_BY:
         (package / module).write_text("# v1\n")
     monkeypatch.setattr(kb_module, "__file__", str(package / "kb.py"))
@@ -68,3 +69,8 @@ def test_fingerprint_changes_with_the_code_that_derives_the_snapshot(tmp_path, m
     lexical.write_text("# v2, another tokenizer\n")
     os.utime(lexical, ns=(1, 1))
     assert fingerprint(ENTRIES_DIR) != before
+    changed = fingerprint(ENTRIES_DIR)
+    parser = package / "../bot/parse.py"  # the parser reads the examples the snapshot derives from
+    parser.write_text("# v2, another parser\n")
+    os.utime(parser, ns=(2, 2))
+    assert fingerprint(ENTRIES_DIR) != changed
