@@ -348,16 +348,18 @@ def _shows_the_failure(cond: Condition, narrative: MatchText | None) -> bool:
 
 _NOISE_LINE = re.compile(
     r"^.*\b(?:FutureWarning|DeprecationWarning|PendingDeprecationWarning)\b.*\n(?:[ \t]+warnings\.warn\(.*\n)?"
-    r"|^[ \t]*warnings\.warn\(.*\n|^[ \t]*wandb: .*\n",
+    r"|^[ \t]*warnings\.warn\(.*\n|^[ \t]*wandb: .*\n"
+    r"|^.*`use_cache=True` is incompatible with gradient checkpointing.*\n",
     re.MULTILINE,
 )
-"""Lines every run prints (deprecation notices, wandb's log-in lines): they say nothing about the failure."""
+"""Lines every run prints (deprecation notices, wandb's log-in lines, the use_cache notice of every run with
+gradient checkpointing): they say nothing about the failure."""
 
 
 def lexical_text(text: str) -> str:
     """`text` without traceback frames and routine notices, for the word statistics (entry documents
     and queries alike)."""
-    if "Warning" in text or "wandb:" in text or "warnings.warn" in text:
+    if "Warning" in text or "wandb:" in text or "warnings.warn" in text or "use_cache=True" in text:
         text = _NOISE_LINE.sub("", text if text.endswith("\n") else text + "\n")
     if 'File "' not in text and "Traceback" not in text:
         return text

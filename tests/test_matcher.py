@@ -343,5 +343,6 @@ def test_lexical_text_drops_routine_notices():
     from knowledge.matcher import lexical_text
 
     text = ("/x/training_args.py:1559: FutureWarning: `evaluation_strategy` is deprecated\n  warnings.warn(\n"
-            "wandb: Currently logged in as: someone\nthe loss is nan\n")
+            "wandb: Currently logged in as: someone\n"
+            "`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`.\nthe loss is nan\n")
     assert lexical_text(text) == "the loss is nan\n"
