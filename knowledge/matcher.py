@@ -30,6 +30,9 @@ ALTERNATIVES = 3
 ALTERNATIVE_GAP = 2.5
 """Alternatives score at least this far below the best candidate, so they are listed but never
 'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
+LOOK_ALIKE_MARGIN = 0.2
+"""When no entry has decisive evidence, an out-of-scope look-alike within this score of the best
+wording-only guess leads (the diagnosis abstains; the guess stays listed)."""
 ALTERNATIVE_MIN_LEXICAL = 0.5
 """An entry without enough evidence is listed as an alternative only if its wording is this close to the best."""
 CONTEXT_FIELDS = frozenset({
@@ -438,6 +441,13 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     pool.sort(key=lambda c: (-c.score, c.entry))
     if not pool:
         return []
+    if not candidates and pool[0].failure_class != "out_of_scope":
+        # nothing has decisive evidence: a wording-only guess does not beat a look-alike that fits about as well
+        look_alike = next((c for c in pool if c.failure_class == "out_of_scope"
+                           and c.score >= pool[0].score - LOOK_ALIKE_MARGIN), None)
+        if look_alike is not None:
+            pool.remove(look_alike)
+            pool.insert(0, look_alike)
     head, rest = _distinct_classes_first(pool)
     return head + _alternatives(head, weak) + rest
 

@@ -346,3 +346,24 @@ def test_lexical_text_drops_routine_notices():
             "wandb: Currently logged in as: someone\n"
             "`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`.\nthe loss is nan\n")
     assert lexical_text(text) == "the loss is nan\n"
+
+
+@pytest.mark.parametrize(("look_alike_words", "leads"), [
+    ("response template completion only collator marker tokenized differently loss zero question", True),
+    ("cuda out of memory gpu batch size allocation", False),
+])
+def test_a_wording_only_guess_does_not_beat_a_look_alike_that_fits_as_well(tmp_path, look_alike_words, leads):
+    """No decisive evidence anywhere: when an out-of-scope look-alike's wording fits about as well as the
+    best in-scope guess, the look-alike leads (the diagnosis abstains) and the guess stays listed."""
+    kb = write_kb(tmp_path, [
+        entry("template", "response_template_not_found", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}],
+              keywords="response template completion only collator marker tokenized differently loss zero"),
+        entry("look-alike", "out_of_scope", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}],
+              keywords=look_alike_words),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
+          for i, words in enumerate(FILLER)],
+    ])
+    prose = "my loss is zero when I use the completion only collator, is the response template tokenized differently?"
+    ranked = [c.entry for c in rank(Report(text=prose), kb)]
+    assert "template" in ranked
+    assert (ranked[0] == "look-alike") is leads
