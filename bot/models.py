@@ -57,8 +57,8 @@ class Report(Strict):
     text: str = ""
     """The whole paste, normalised (no ANSI codes, no chat formatting) and redacted."""
     narrative: str | None = None
-    """`text` without the pasted set-up (code and config blocks): prose, tracebacks, logs, warnings.
-    None when the paste has no set-up part (then it is `text`)."""
+    """`text` without the pasted set-up (code and config blocks, environment rows, package pins): prose,
+    tracebacks, logs, warnings. None when the paste has no set-up part (then it is `text`)."""
     sections: list[str] = Field(default_factory=_list)
     """Kinds of content recognised: traceback, code, log, warnings, pip, env, config, prose."""
     exceptions: list[ExceptionInfo] = Field(default_factory=_list)

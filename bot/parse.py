@@ -416,7 +416,7 @@ class _State:
             frames=self.frames,
             returned_keys=returned,
             received_inputs=received,
-            losses=(self.losses or _prose_losses(self.narrative_parts if self.setup_seen else self.text_parts))[-MAX_VALUES:],
+            losses=(self.losses or _prose_losses(self.narrative_parts))[-MAX_VALUES:],
             eval_losses=self.eval_losses[-MAX_VALUES:],
             grad_norms=self.grad_norms[-MAX_VALUES:],
             warnings=self.warnings,
