@@ -13,7 +13,7 @@ from collections.abc import Callable
 from bot.models import Candidate, Diagnosis, FixOutcome, Report, Reproduction
 from bot.render import render_reply
 from knowledge.kb import KnowledgeBase, default_kb
-from knowledge.matcher import rank
+from knowledge.matcher import WORDING_ONLY, rank
 from knowledge.schema import Entry
 
 MAX_CANDIDATES = 5
@@ -31,7 +31,8 @@ def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Repr
     elif candidates[0].failure_class == "out_of_scope":
         entry = kb.get(candidates[0].entry)
         diagnosis = Diagnosis(
-            verdict="unknown", failure_class=None, candidates=candidates, abstain_reason=_out_of_scope(entry)
+            verdict="unknown", failure_class=None, candidates=candidates,
+            abstain_reason=_out_of_scope(entry, _closest_cause(candidates)),
         )
     else:
         in_play = in_play_candidates(candidates)
@@ -125,6 +126,20 @@ def _nothing_fits(report: Report) -> str:
     )
 
 
-def _out_of_scope(entry: Entry) -> str:
+def _closest_cause(candidates: list[Candidate]) -> Candidate | None:
+    """When the look-alike leads on wording alone, the in-scope candidate listed after it (else None)."""
+    if not any(w.startswith(WORDING_ONLY) for w in candidates[0].why):
+        return None
+    return next((c for c in candidates[1:] if c.failure_class != "out_of_scope"), None)
+
+
+def _out_of_scope(entry: Entry, closest: Candidate | None = None) -> str:
     first = entry.root_cause.strip().split("\n\n")[0].replace("\n", " ")
-    return f"This looks like {entry.title[0].lower() + entry.title[1:]}, which is not a loss-computation failure. {first}"
+    looks = f"{entry.title[0].lower() + entry.title[1:]}, which is not a loss-computation failure"
+    if closest is None:
+        return f"This looks like {looks}. {first}"
+    return (
+        f"Nothing in this report is decisive. It reads most like {looks}. {first} "
+        f"If the loss itself is wrong, the closest known cause is: {closest.title} (`{closest.failure_class}`); "
+        "the full traceback or the first logged losses would tell the two apart."
+    )

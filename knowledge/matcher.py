@@ -30,6 +30,8 @@ ALTERNATIVES = 3
 ALTERNATIVE_GAP = 2.5
 """Alternatives score at least this far below the best candidate, so they are listed but never
 'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
+WORDING_ONLY = "no decisive evidence; the wording resembles this entry"
+"""The reason a candidate carries when only its wording put it on the list."""
 LOOK_ALIKE_MARGIN = 0.2
 """When no entry has decisive evidence, an out-of-scope look-alike within this score of the best
 wording-only guess leads (the diagnosis abstains; the guess stays listed)."""
@@ -428,7 +430,7 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
         if top_raw >= LEXICAL_ONLY_MIN_RAW and (lex >= 0.6 * top_raw or near) and score >= 0:
             lexical_only.append(
                 _candidate(entry, round(score * 0.25 + bonus, 3),
-                           [*why, f"no decisive evidence; the wording resembles this entry (lexical {lex:.1f})"])
+                           [*why, f"{WORDING_ONLY} (lexical {lex:.1f})"])
             )
         share = max((shares[entry.id].get(s, 0.0) for s in report_symptoms), default=0.0) if score >= 0 else 0.0
         if score > 0 or bonus >= ALTERNATIVE_MIN_LEXICAL or share >= SYMPTOM_MIN_SHARE:

@@ -133,3 +133,22 @@ def test_weaker_alternatives_fill_the_list_but_are_never_in_play():
 def test_abstention_is_not_filled_with_alternatives():
     d = diagnose(parse_text("How do I change the learning rate schedule to cosine?"), KB)
     assert d.candidates == []
+
+
+def test_a_look_alike_that_leads_on_wording_alone_names_the_closest_cause_too():
+    """Abstaining on wording alone, the reason hedges and names the in-scope candidate listed after it;
+    a look-alike with decisive evidence (a CUDA OOM) is stated plainly."""
+    lead = Candidate(entry="tokenizer-or-dataset-loading-error", failure_class="out_of_scope", title="t", score=1.0,
+                     why=["no decisive evidence; the wording resembles this entry (lexical 20.0)"])
+    guess = Candidate(entry="unused-columns-removed-before-collator", failure_class="remove_unused_columns_drops_columns",
+                      title="Trainer removed the columns", score=0.9, why=["w"])
+    from bot.core import _closest_cause, _out_of_scope
+
+    assert _closest_cause([lead, guess]) == guess
+    reason = _out_of_scope(KB.get(lead.entry), guess)
+    assert reason.startswith("Nothing in this report is decisive.")
+    assert "Trainer removed the columns (`remove_unused_columns_drops_columns`)" in reason
+    decisive = lead.model_copy(update={"why": ["the traceback ends in AutoTokenizer.from_pretrained"]})
+    assert _closest_cause([decisive, guess]) is None
+    oom = diagnose(parse_text("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.95 GiB.\n"), KB)
+    assert oom.abstain_reason.startswith("This looks like")
