@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.core import diagnose  # noqa: E402
 from bot.parse import parse_text  # noqa: E402
-from knowledge.evaluate import OUT, read_jsonl  # noqa: E402
+from knowledge.evaluate import OUT, EvalResult, read_jsonl, score  # noqa: E402
 from knowledge.kb import default_kb  # noqa: E402
 from knowledge.lexical import BM25  # noqa: E402
 
@@ -32,22 +32,23 @@ def main(taxonomy: str, *files: str) -> None:
     names, index = taxonomy_baseline(Path(taxonomy))
     rows = [row for f in files for row in read_jsonl(Path(f))]
     kb = default_kb()
-    tally = {"lossdoctor": [0, 0, 0], "BM25 over taxonomy.md": [0, 0, 0]}
-    near_misses = sum(r["failure_class"] == OUT for r in rows)
-    for row in rows:
+    ours = EvalResult()
+    base_top1 = base_top3 = base_given = 0
+    for number, row in enumerate(rows, 1):
         want = row["failure_class"]
-        d = diagnose(parse_text(row["user_text"]), kb)
-        ours = (d.failure_class or OUT, [c.failure_class for c in d.candidates[:3]])
+        score(diagnose(parse_text(row["user_text"]), kb), want, ours, number)
         scores = index.scores(row["user_text"])
-        order = sorted(range(len(names)), key=lambda i: -scores[i])[:3]
-        base = (names[order[0]], [names[i] for i in order])
-        for key, (top1, top3) in zip(tally, (ours, base)):
-            tally[key][0] += top1 == want
-            tally[key][1] += top1 == want or (want != OUT and want in top3)
-            tally[key][2] += want == OUT and top1 != OUT
+        top3 = [names[i] for i in sorted(range(len(names)), key=lambda i: -scores[i])[:3]]
+        base_top1 += top3[0] == want
+        base_top3 += top3[0] == want or (want != OUT and want in top3)
+        base_given += want == OUT and top3[0] != OUT
     n = len(rows) or 1
+    near_misses = ours.out_of_scope
     print(f"{len(rows)} reports, {near_misses} near-misses")
-    for key, (t1, t3, given) in tally.items():
+    for key, (t1, t3, given) in {
+        "lossdoctor": (ours.top1, ours.top3, near_misses - ours.abstained_correct),
+        "BM25 over taxonomy.md": (base_top1, base_top3, base_given),
+    }.items():
         print(f"{key:24s} top-1 {t1 / n:6.1%}   top-3 {t3 / n:6.1%}   near-misses given a class {given}/{near_misses}")
 
 

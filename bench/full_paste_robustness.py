@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.core import diagnose  # noqa: E402
 from bot.parse import parse_text  # noqa: E402
-from knowledge.evaluate import OUT, read_jsonl  # noqa: E402
+from knowledge.evaluate import OUT, EvalResult, read_jsonl, score  # noqa: E402
 from knowledge.kb import default_kb  # noqa: E402
 
 ENV = '''### System Info
@@ -72,7 +72,7 @@ trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, peft_config=
 trainer.train()
 ```
 '''
-SCRIPT_FP16 = SCRIPT_BF16.replace('bf16=True','fp16=True').replace('torch_dtype=torch.bfloat16, ','')
+SCRIPT_FP16 = SCRIPT_BF16.replace("bf16=True", "fp16=True").replace("torch_dtype=torch.bfloat16, ", "")
 WARN = '''
 /usr/local/lib/python3.10/dist-packages/transformers/training_args.py:1559: FutureWarning: `evaluation_strategy` is deprecated and will be removed in version 4.46 of 🤗 Transformers. Use `eval_strategy` instead
   warnings.warn(
@@ -93,25 +93,19 @@ VARIANTS = {
 def main(*files: str) -> None:
     rows = [row for f in files for row in read_jsonl(Path(f))]
     kb = default_kb()
-    near_misses = sum(r["failure_class"] == OUT for r in rows)
-    baseline: list[str] = []
-    print(f"{len(rows)} reports, {near_misses} near-misses")
+    print(f"{len(rows)} reports, {sum(r['failure_class'] == OUT for r in rows)} near-misses")
+    baseline: list[str] | None = None
     for name, wrap in VARIANTS.items():
-        top1 = top3 = given = moved = 0
-        for i, row in enumerate(rows):
-            want = row["failure_class"]
+        result, answers = EvalResult(), []
+        for number, row in enumerate(rows, 1):
             d = diagnose(parse_text(wrap(row["user_text"])), kb)
-            got = d.failure_class or OUT
-            top1 += got == want
-            top3 += got == want or (want != OUT and want in [c.failure_class for c in d.candidates[:3]])
-            given += want == OUT and got != OUT
-            if not baseline or len(baseline) < len(rows):
-                baseline.append(got)
-            else:
-                moved += got != baseline[i]
-        n = len(rows) or 1
-        print(f"{name:28s} top-1 {top1 / n:6.1%}  top-3 {top3 / n:6.1%}  near-misses given a class {given:3d}  "
-              f"answers moved {moved}")
+            score(d, row["failure_class"], result, number)
+            answers.append(d.failure_class or OUT)
+        baseline = baseline or answers
+        moved = sum(a != b for a, b in zip(answers, baseline))
+        n = result.total or 1
+        print(f"{name:28s} top-1 {result.top1 / n:6.1%}  top-3 {result.top3 / n:6.1%}  near-misses given a class "
+              f"{result.out_of_scope - result.abstained_correct:3d}  answers moved {moved}")
 
 
 if __name__ == "__main__":
