@@ -367,3 +367,21 @@ def test_a_wording_only_guess_does_not_beat_a_look_alike_that_fits_as_well(tmp_p
     ranked = [c.entry for c in rank(Report(text=prose), kb)]
     assert "template" in ranked
     assert (ranked[0] == "look-alike") is leads
+
+
+def test_words_of_pasted_code_are_used_when_the_prose_says_too_little(tmp_path):
+    """Word statistics prefer the prose; a paste that is nearly all code falls back to the whole text."""
+    from bot.parse import parse_text
+
+    kb = write_kb(tmp_path, [
+        entry("template", "response_template_not_found", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}],
+              keywords="response template completion only collator marker tokenized differently loss zero"),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
+          for i, words in enumerate(FILLER)],
+    ])
+    report = parse_text(
+        "help?\n```python\n# my loss is zero with the completion only collator: is the response template\n"
+        "# tokenized differently?\ncollator = make_collator(tokenizer)\n```\n"
+    )
+    assert report.narrative is not None and "template" not in report.narrative
+    assert [c.entry for c in rank(report, kb)][:1] == ["template"]
