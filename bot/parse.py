@@ -734,7 +734,8 @@ _KNOWN_TYPES = {
     "zero": "ZeroDivisionError",
 }
 _KNOWN_MESSAGE = re.compile(
-    r"(?P<value>Unable to create tensor, you should probably|Expected input batch_size \(|Attempting to unscale FP16 gradients"
+    r"(?P<value>Unable to create tensor\b|Expected input batch_size \(|Attempting to unscale FP16 gradients"
+    r"|too many dimensions 'str'|expected sequence of length \d+ at dim \d+"
     r"|Cannot handle batch sizes > 1 if no padding token|Asking to pad but the tokenizer does not have a padding token)"
     r"|(?P<runtime>element 0 of tensors does not require grad|expected scalar type \w+ but found \w+"
     r"|result type \w+ can't be cast to the desired output type)"

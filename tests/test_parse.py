@@ -792,6 +792,9 @@ def test_narrative_leaves_out_pasted_setup():
         ("Expected input batch_size (8) to match target batch_size (0) only with 2 GPUs", "ValueError"),
         ("it says element 0 of tensors does not require grad and does not have a grad_fn", "RuntimeError"),
         ("Target 5 is out of bounds. after switching datasets", "IndexError"),
+        ("Unable to create tensor ... Perhaps your features ('text' in this case) have excessive nesting", "ValueError"),
+        ("the collator fails with too many dimensions 'str' on my label column", "ValueError"),
+        ("I keep getting expected sequence of length 12 at dim 1 (got 9)", "ValueError"),
     ],
 )
 def test_well_known_messages_quoted_without_their_type(text, exc_type):
