@@ -446,12 +446,27 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     if not candidates and pool[0].failure_class != "out_of_scope":
         # nothing has decisive evidence: a wording-only guess does not beat a look-alike that fits about as well
         look_alike = next((c for c in pool if c.failure_class == "out_of_scope"
-                           and c.score >= pool[0].score - LOOK_ALIKE_MARGIN), None)
+                           and c.score >= pool[0].score - LOOK_ALIKE_MARGIN
+                           and (_has_evidence(c) or _same_kind_of_symptom(report_symptoms, shares.get(c.entry, {})))),
+                          None)
         if look_alike is not None:
             pool.remove(look_alike)
             pool.insert(0, look_alike)
     head, rest = _distinct_classes_first(pool)
     return head + _alternatives(head, weak) + rest
+
+
+def _has_evidence(candidate: Candidate) -> bool:
+    return any(not w.startswith(WORDING_ONLY) and "(set-up only" not in w for w in candidate.why)
+
+
+def _same_kind_of_symptom(report_symptoms: frozenset[str], entry_shares: dict[str, float]) -> bool:
+    """Whether an entry's own examples show the kind of failure the report shows: the same type of
+    exception, or the same metric off. A report that shows neither (prose) fits any entry."""
+    if not report_symptoms:
+        return True
+    kinds = {s.split(":", 1)[0] for s in entry_shares}
+    return any(s.split(":", 1)[0] in kinds for s in report_symptoms)
 
 
 def _shows_a_failure(report: Report, query: str) -> bool:

@@ -369,6 +369,34 @@ def test_a_wording_only_guess_does_not_beat_a_look_alike_that_fits_as_well(tmp_p
     assert (ranked[0] == "look-alike") is leads
 
 
+@pytest.mark.parametrize(("look_alike_example", "leads"), [
+    ("IndexError: index 7 is out of bounds for dimension 0 with size 3\n", True),
+    ("ImportError: cannot import name 'SFTConfig' from 'trl'\n", False),
+])
+def test_a_look_alike_leads_on_wording_only_when_its_examples_show_that_kind_of_failure(
+        tmp_path, look_alike_example, leads):
+    """A report with an IndexError is not 'most like' an entry whose examples are all ImportErrors, however
+    close the words: the look-alike leads a wording-only guess only if its examples fail the same way."""
+    words = "response template completion only collator marker tokenized differently loss zero"
+    kb_dir = tmp_path / "kb"
+    kb_dir.mkdir()
+    write_kb(kb_dir, [
+        entry("template", "response_template_not_found", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}],
+              keywords=words),
+        entry("look-alike", "out_of_scope", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}], keywords=words),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=fill)
+          for i, fill in enumerate(FILLER)],
+    ])
+    (kb_dir / "look-alike" / "match").mkdir()
+    (kb_dir / "look-alike" / "match" / "example.txt").write_text(look_alike_example + words + "\n")
+    kb = load_kb(kb_dir)
+    report = Report(text="completion only collator, is the response template tokenized differently? loss zero",
+                    exceptions=[ExceptionInfo(type="IndexError", message="index -100 is out of bounds for dimension 0")])
+    ranked = [c.entry for c in rank(report, kb)]
+    assert "template" in ranked
+    assert (ranked[0] == "look-alike") is leads
+
+
 def test_words_of_pasted_code_are_used_when_the_prose_says_too_little(tmp_path):
     """Word statistics prefer the prose; a paste that is nearly all code falls back to the whole text."""
     from bot.parse import parse_text
