@@ -697,14 +697,14 @@ def _exceptions_in_prose(state: _State) -> None:
             if "did not return a loss" in line.lower() and not any("did not return a loss" in m for m in state.messages):
                 loss = _LOSS_IN_PROSE.search(line)
                 if loss:
-                    message = loss.group(0).strip().rstrip("`'\"")
+                    message = _strip_quoting(loss.group(0))
                     _add_exception(state, "ValueError", message[0].upper() + message[1:])
                     state.sections.add("traceback")
                     continue
             if "Error" not in line and "Exception" not in line:
                 known = _KNOWN_MESSAGE.search(line)
                 if known:  # a well-known library message quoted without its type
-                    message = line[known.start():].strip().rstrip("`'\"")
+                    message = _strip_quoting(line[known.start():])
                     _add_exception(state, _KNOWN_TYPES[known.lastgroup or ""], message)
                     state.sections.add("traceback")
                     if len(state.exceptions) >= 5:
@@ -723,10 +723,19 @@ def _exceptions_in_prose(state: _State) -> None:
                 continue
             m = _EXC_IN_PROSE.search(line)
             if m and "Warning" not in m.group(2):
-                _add_exception(state, m.group(2), m.group(3).strip().rstrip("`'\""))
+                _add_exception(state, m.group(2), _strip_quoting(m.group(3)))
                 state.sections.add("traceback")
                 if len(state.exceptions) >= 5:
                     return
+
+
+def _strip_quoting(message: str) -> str:
+    """A message quoted in prose without the quotes around it (`...`, "..."); a closing single quote
+    that pairs with one inside the message ('masked_lm_labels') stays."""
+    message = message.strip().rstrip("`\"")
+    if message.endswith("'") and message.count("'") % 2:
+        message = message[:-1]
+    return message.rstrip("`\"")
 
 
 _KNOWN_TYPES = {

@@ -785,6 +785,13 @@ def test_narrative_leaves_out_pasted_setup():
     assert parse_text("just prose, the loss is nan").narrative is None  # no set-up: the text is the story
 
 
+def test_a_message_quoted_in_prose_keeps_its_own_closing_quote():
+    report = parse_text('error: "TypeError: forward() got an unexpected keyword argument \'masked_lm_labels\'"')
+    assert report.exceptions[0].message == "forward() got an unexpected keyword argument 'masked_lm_labels'"
+    assert parse_text("I get `ValueError: too many dimensions 'str'`").exceptions[0].message == "too many dimensions 'str'"
+    assert parse_text("it says 'ValueError: Unable to create tensor'").exceptions[0].message == "Unable to create tensor"
+
+
 @pytest.mark.parametrize(
     ("text", "exc_type"),
     [
