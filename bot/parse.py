@@ -842,12 +842,14 @@ def _prose_facts(state: _State) -> None:
                 found.add(cf.config_facts(_cli_flags(f"--{m.group(1).lower()} {m.group(2)}")))
         if "--" in line and _CLI_LINE.search(line):  # a launch command's settings read like a config's
             found.add(cf.config_facts(_cli_flags(line)))
-        if "=" in line or ":" in line:
+        if ("=" in line or ":" in line) and "Warning:" not in line:  # a warning's advice is not a setting
+            seen: dict[str, set[str]] = {}
             for m in _PROSE_FLAG.finditer(line):
-                value = m.group(2)
-                found.flags.setdefault(
-                    m.group(1), value.lower() == "true" if value.lower() in ("true", "false") else int(value)
-                )
+                seen.setdefault(m.group(1), set()).add(m.group(2).lower())
+            for name, values in seen.items():
+                if len(values) == 1:  # `use_reentrant=True or use_reentrant=False` names no setting
+                    value = values.pop()
+                    found.flags.setdefault(name, value == "true" if value in ("true", "false") else int(value))
     if found.model_classes or found.trainer or found.collator or found.flags or found.model_names or found.uses_peft:
         cf._finish_flags(found.flags)
         facts.add(found)
