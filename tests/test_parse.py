@@ -808,3 +808,12 @@ def test_well_known_messages_quoted_without_their_type(text, exc_type):
     report = parse_text(text)
     assert [e.type for e in report.exceptions] == [exc_type]
     assert parse_text("the tensor shapes look fine to me").exceptions == []
+
+
+def test_a_warnings_advice_sets_no_flag():
+    """`please pass in use_reentrant=True or use_reentrant=False` names both values: it is not a setting."""
+    warned = parse_text("/x/torch/utils/checkpoint.py:429: UserWarning: torch.utils.checkpoint: please pass in "
+                        "use_reentrant=True or use_reentrant=False explicitly.")
+    assert "use_reentrant" not in warned.flags
+    assert parse_text("pass use_reentrant=True or use_reentrant=False, which one?").flags == {}
+    assert parse_text("I set use_reentrant=False and fp16=True").flags == {"use_reentrant": False, "fp16": True}
