@@ -23,13 +23,24 @@ from knowledge.evaluate import EvalResult, score  # noqa: E402
 from knowledge.kb import default_kb  # noqa: E402
 
 
+_PLACEHOLDERS = {"(B*seq_len)": "(4096)", "(B)": "(8)", "(X)": "(1023)", "(Y)": "(512)", "Target N": "Target 5",
+                 "key: N": "key: 0", "length N": "length 37", "(got M)": "(got 21)"}
+
+
+def _numbers(line: str) -> str:
+    """A real message has numbers where the taxonomy writes placeholders (`Target N`, `batch_size (B)`)."""
+    for placeholder, number in _PLACEHOLDERS.items():
+        line = line.replace(placeholder, number)
+    return line
+
+
 def signature_lines(taxonomy: Path) -> list[tuple[str, str]]:
     parts = re.split(r"^## `([a-z0-9_]+)`\s*$", taxonomy.read_text(encoding="utf-8"), flags=re.MULTILINE)
     rows = []
     for name, body in zip(parts[1::2], parts[2::2]):
         block = body.split("**Typical signatures.**", 1)[-1].split("**Usual fix.**", 1)[0]
         for line in re.findall(r"^- (.+)$", block, flags=re.MULTILINE):
-            rows.append((name, line.replace("`", "").strip()))
+            rows.append((name, _numbers(line.replace("`", "").strip())))
     return rows
 
 

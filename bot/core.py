@@ -13,7 +13,7 @@ from collections.abc import Callable
 from bot.models import Candidate, Diagnosis, FixOutcome, Report, Reproduction
 from bot.render import render_reply
 from knowledge.kb import KnowledgeBase, default_kb
-from knowledge.matcher import WORDING_ONLY, rank
+from knowledge.matcher import WORDING_ONLY, is_guess, rank
 from knowledge.schema import Entry
 
 MAX_CANDIDATES = 5
@@ -33,6 +33,10 @@ def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Repr
         diagnosis = Diagnosis(
             verdict="unknown", failure_class=None, candidates=candidates,
             abstain_reason=_out_of_scope(entry, _closest_cause(candidates)),
+        )
+    elif is_guess(candidates[0]):
+        diagnosis = Diagnosis(
+            verdict="unknown", failure_class=None, candidates=candidates, abstain_reason=_only_wording(report, candidates[0]),
         )
     else:
         in_play = in_play_candidates(candidates)
@@ -109,7 +113,7 @@ def _missing(report: Report, field: str) -> bool:
     return value is None or value == [] or value == {}
 
 
-def _nothing_fits(report: Report) -> str:
+def _recognised(report: Report) -> str:
     seen = []
     if report.exceptions:
         last = report.exceptions[-1]
@@ -118,11 +122,25 @@ def _nothing_fits(report: Report) -> str:
         seen.append(f"{len(report.losses)} logged loss values")
     if report.versions:
         seen.append("library versions")
-    recognised = ", ".join(seen) if seen else "no traceback, loss log or training code"
+    return ", ".join(seen) if seen else "no traceback, loss log or training code"
+
+
+def _nothing_fits(report: Report) -> str:
     return (
-        f"No knowledge entry fits this report (I recognised {recognised}). "
+        f"No knowledge entry fits this report (I recognised {_recognised(report)}). "
         "Paste the full traceback, the trainer/collator code and the first logged losses, "
         "or ask in the library's issue tracker if this is not a loss problem."
+    )
+
+
+def _only_wording(report: Report, closest: Candidate) -> str:
+    seen = _recognised(report)
+    return (
+        f"Nothing in this report is decisive (I recognised {seen}): no error message, logged value or setting "
+        f"that a known cause needs. Going by its wording alone, the closest known cause is: {closest.title} "
+        f"(`{closest.failure_class}`), but that is a guess. Paste the full traceback, the trainer/collator code "
+        "and the first logged losses; if the run fails outside the loss (installation, data loading, hardware), "
+        "the library's issue tracker is the better place."
     )
 
 

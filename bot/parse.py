@@ -269,8 +269,8 @@ _FRAME_OLD_IPY = re.compile(r"^(<ipython-input-[^>\s]{1,100}>|\S{1,1000}\.py) in
 _FRAME_RICH = re.compile(r"^(\S{1,1000}\.py|<[^>\s]{1,100}>):(\d+) in (\S{1,200})$")
 _FRAME_RICH_SPLIT = re.compile(r"^(\S{1,1000}\.py|<[^>\s]{1,100}>):(\d+) in$")
 _ARROW_LINE = re.compile(r"^-+>\s{0,8}(\d+)")
-_EXC_LINE = re.compile(r"^((?:[A-Za-z_]\w{0,80}\.){0,10}([A-Za-z_]\w{0,100}))(?::(?: (.*))?)?$")
-_EXC_IN_PROSE = re.compile(r"\b((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Z]\w{0,60}(?:Error|Exception))): (\S.{0,2000})")
+_EXC_LINE = re.compile(r"^((?:[A-Za-z_]\w{0,80}\.){0,10}([A-Za-z_]\w{0,100}))(?: ?:(?: (.*))?)?$")
+_EXC_IN_PROSE = re.compile(r"\b((?:[A-Za-z_]\w{0,40}\.){0,6}([A-Z]\w{0,60}(?:Error|Exception))) ?: (\S.{0,2000})")
 _EXC_NAMES = re.compile(r"(?:Error|Exception|Interrupt|Exit|Iteration|Failure|Fault)$")
 _BARE_EXC = frozenset({"KeyboardInterrupt", "StopIteration", "SystemExit", "AssertionError", "MemoryError"})
 _STOP_MESSAGE = re.compile(
@@ -746,7 +746,7 @@ _KNOWN_MESSAGE = re.compile(
     r"(?P<value>Unable to create tensor\b|Expected input batch_size \(|Attempting to unscale FP16 gradients"
     r"|too many dimensions 'str'|expected sequence of length \d+ at dim \d+"
     r"|Cannot handle batch sizes > 1 if no padding token|Asking to pad but the tokenizer does not have a padding token)"
-    r"|(?P<runtime>element 0 of tensors does not require grad|expected scalar type \w+ but found \w+"
+    r"|(?P<runtime>element 0 of tensors does not require grad|expected scalar type \w+ but found \w+|device-side assert triggered"
     r"|result type \w+ can't be cast to the desired output type)"
     r"|(?P<index>Target -?\d+ is out of bounds|Invalid key: \d+ is out of bounds for size)"
     r"|(?P<type>\w*forward\(\) got an unexpected keyword argument)"
@@ -774,6 +774,8 @@ _PROSE_MODEL = re.compile(
     r"|(?<=[a-z0-9])Model))\b"
 )
 _PROSE_TRAINER = re.compile(r"\b([A-Z][A-Za-z0-9]{0,40}Trainer)\b")
+_COMPLETION_COLLATOR_WORDS = re.compile(r"\bcompletion[- ]only(?: LM)? (?:data )?collator\b", re.IGNORECASE)
+"""TRL's completion collator named in words ("a completion-only collator")."""
 _PROSE_COLLATOR = re.compile(r"\b(DataCollator[A-Za-z0-9]{0,60}|default_data_collator)\b")
 _PROSE_FLAG = re.compile(
     r"(?<![\w.])(packing|bf16|fp16|tf32|remove_unused_columns|gradient_checkpointing|completion_only_loss"
@@ -836,6 +838,8 @@ def _prose_facts(state: _State) -> None:
             m = _PROSE_COLLATOR.search(line)
             if m and found.collator is None:
                 found.collator = m.group(1)
+            elif found.collator is None and _COMPLETION_COLLATOR_WORDS.search(line):
+                found.collator = "DataCollatorForCompletionOnlyLM"
         if "=" in line and line[:1].isupper() or line.startswith("export "):
             m = _SHELL_VAR.match(line)
             if m:  # `MODEL_MAX_LEN=512` in a launch script: a setting named in upper case
@@ -1283,6 +1287,7 @@ _PROSE_LOSS = re.compile(
     r"\b(?:loss|losses|reward|rewards)\b[^\n.;]{0,30}?\b(?:is|are|was|were|becomes?|became|goes|go|went|turns?|turned|drops?|"
     r"dropped|falls?|fell|stays?|stayed|gets?|got|getting|shows?|showed|showing|outputs?|returns?|reaches|reached|=)"
     r"[^\n.;]{0,12}?\b(?:to |at |as |exactly )?(nan|inf|zero|0(?:\.0+)?)(?![\w.])"
+    r"|\b(?:training |train |eval_)?loss\s{0,2}[:=]?\s{0,2}(nan|0(?:\.0+)?)(?![\w.%])"
     r"|\b(nan|zero)\s+(?:training\s+|train\s+)?(?:loss|losses|rewards?)\b|\b(nan|inf)\s+(?:for|as|in)\s+(?:the\s+)?(?:loss|rewards?)\b"
     r"|(?:loss|损失)[^\n。]{0,10}?(?:变成|变为|为|是|一直是|全是|都是|降到|降为)\s*(nan|0)(?![\w.])",
     re.IGNORECASE,
@@ -1300,7 +1305,7 @@ def _prose_losses(parts: list[str]) -> list[float]:
         if "nan" not in part.lower() and "zero" not in part.lower() and "0" not in part:
             continue
         for m in _PROSE_LOSS.finditer(part[:200_000]):
-            if _NEGATED.search(m.group(0)):
+            if _NEGATED.search(part[max(0, m.start() - 16):m.end()]):
                 continue
             word = next(g for g in m.groups() if g).lower()
             found.append(math.nan if word == "nan" else math.inf if word == "inf" else 0.0)

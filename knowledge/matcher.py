@@ -31,6 +31,8 @@ ALTERNATIVE_GAP = 2.5
 """Alternatives score at least this far below the best candidate, so they are listed but never
 'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
 WORDING_ONLY = "no decisive evidence; the wording resembles this entry"
+AGAINST = "(against)"
+SETUP_ONLY = "set-up only"
 """The reason a candidate carries when only its wording put it on the list."""
 LOOK_ALIKE_MARGIN = 0.2
 """When no entry has decisive evidence, an out-of-scope look-alike within this score of the best
@@ -316,7 +318,7 @@ def evidence_score(entry: Entry, report: Report, text: MatchText | None = None,
     for signal in entry.evidence:
         if holds(signal.when, report, text):
             score += signal.weight
-            why.append(signal.why if signal.weight >= 0 else f"(against) {signal.why}")
+            why.append(signal.why if signal.weight >= 0 else f"{AGAINST} {signal.why}")
             if signal.weight > 0:
                 if not signal.setup and _shows_the_failure(signal.when, narrative):
                     shown += signal.weight
@@ -328,7 +330,7 @@ def evidence_score(entry: Entry, report: Report, text: MatchText | None = None,
         # a set-up is not a report of what went wrong (every LoRA run with gradient checkpointing fits one)
         score -= setup
         for i in setup_at:
-            why[i] += " (set-up only: not counted without a sign of the failure)"
+            why[i] += f" ({SETUP_ONLY}: not counted without a sign of the failure)"
     return score, why
 
 
@@ -447,7 +449,7 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
         # nothing has decisive evidence: a wording-only guess does not beat a look-alike that fits about as well
         look_alike = next((c for c in pool if c.failure_class == "out_of_scope"
                            and c.score >= pool[0].score - LOOK_ALIKE_MARGIN
-                           and (_has_evidence(c) or _same_kind_of_symptom(report_symptoms, shares.get(c.entry, {})))),
+                           and (has_evidence(c) or _same_kind_of_symptom(report_symptoms, shares.get(c.entry, {})))),
                           None)
         if look_alike is not None:
             pool.remove(look_alike)
@@ -456,8 +458,15 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     return head + _alternatives(head, weak) + rest
 
 
-def _has_evidence(candidate: Candidate) -> bool:
-    return any(not w.startswith(WORDING_ONLY) and "(set-up only" not in w for w in candidate.why)
+def has_evidence(candidate: Candidate) -> bool:
+    """Whether anything beyond the report's wording speaks for the candidate (set-up alone and
+    evidence against it do not)."""
+    return any(not w.startswith((WORDING_ONLY, AGAINST)) and SETUP_ONLY not in w for w in candidate.why)
+
+
+def is_guess(candidate: Candidate) -> bool:
+    """A candidate listed on the report's wording alone: nothing the report shows speaks for it."""
+    return any(w.startswith(WORDING_ONLY) for w in candidate.why) and not has_evidence(candidate)
 
 
 def _same_kind_of_symptom(report_symptoms: frozenset[str], entry_shares: dict[str, float]) -> bool:

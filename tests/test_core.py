@@ -9,6 +9,7 @@ from bot.core import diagnose, in_play_candidates
 from bot.models import Candidate, ExceptionInfo, FixOutcome, Report, Reproduction, RunRecord
 from bot.parse import parse_text
 from knowledge.kb import default_kb
+from knowledge.matcher import is_guess
 
 KB = default_kb()
 NO_LOSS_NO_LABELS = (
@@ -152,3 +153,25 @@ def test_a_look_alike_that_leads_on_wording_alone_names_the_closest_cause_too():
     assert _closest_cause([decisive, guess]) is None
     oom = diagnose(parse_text("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.95 GiB.\n"), KB)
     assert oom.abstain_reason.startswith("This looks like")
+
+
+def test_a_guess_on_wording_alone_is_not_a_diagnosis():
+    """When nothing the report shows speaks for any cause, the closest wording is offered as a guess:
+    the verdict is unknown, no class is claimed, and the guess stays listed with what would decide it."""
+    prose = "after training the grad norm looks weird with gradient accumulation"
+    d = diagnose(parse_text(prose), KB)
+    assert d.candidates and is_guess(d.candidates[0])
+    assert d.verdict == "unknown" and d.failure_class is None and d.fixes == []
+    assert f"(`{d.candidates[0].failure_class}`), but that is a guess" in d.abstain_reason
+    evidenced = diagnose(parse_text("RuntimeError: element 0 of tensors does not require grad and does not have a grad_fn"), KB)
+    assert not is_guess(evidenced.candidates[0]) and evidenced.failure_class == "no_grad_gradient_checkpointing"
+
+
+def test_set_up_alone_or_evidence_against_does_not_make_a_candidate_more_than_a_guess():
+    wording = "no decisive evidence; the wording resembles this entry (lexical 20.0)"
+    make = lambda *why: Candidate(entry="e", failure_class="fp16_overflow_nan", title="t", score=1.0, why=[*why, wording])  # noqa: E731
+    assert is_guess(make())
+    assert is_guess(make("fp16 is on (set-up only: not counted without a sign of the failure)"))
+    assert is_guess(make("(against) bf16 is on"))
+    assert not is_guess(make("the training loss is nan"))
+    assert not is_guess(Candidate(entry="e", failure_class="fp16_overflow_nan", title="t", score=4.0, why=["the training loss is nan"]))

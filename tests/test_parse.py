@@ -817,3 +817,25 @@ def test_a_warnings_advice_sets_no_flag():
     assert "use_reentrant" not in warned.flags
     assert parse_text("pass use_reentrant=True or use_reentrant=False, which one?").flags == {}
     assert parse_text("I set use_reentrant=False and fp16=True").flags == {"use_reentrant": False, "fp16": True}
+
+
+def test_an_exception_with_a_space_before_its_colon():
+    report = parse_text("used this repo:\n\nValueError : Unable to create tensor , you should probably activate truncation")
+    assert report.exceptions[0].type == "ValueError"
+    assert report.exceptions[0].message.startswith("Unable to create tensor")
+
+
+@pytest.mark.parametrize(("text", "losses"), [
+    ("training loss 0.0 on every step", [0.0]),
+    ("my loss: nan after 10 steps", [math.nan]),
+    ("I do not get loss 0 anymore", []),
+    ("loss 0.5 then loss 0.05", []),
+])
+def test_a_loss_value_written_after_the_word_loss(text, losses):
+    found = parse_text(text).losses
+    assert len(found) == len(losses) and all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(found, losses))
+
+
+def test_prose_names_the_completion_collator_and_a_device_side_assert():
+    assert parse_text("loss is 0 while using a completion-only collator").collator == "DataCollatorForCompletionOnlyLM"
+    assert [e.type for e in parse_text("on CUDA: device-side assert triggered from the loss").exceptions] == ["RuntimeError"]
