@@ -31,9 +31,11 @@ ALTERNATIVE_GAP = 2.5
 """Alternatives score at least this far below the best candidate, so they are listed but never
 'in play' (bot.core.CLOSE_SCORE is smaller): nothing is reproduced or fixed on their account."""
 WORDING_ONLY = "no decisive evidence; the wording resembles this entry"
-AGAINST = "(against)"
-SETUP_ONLY = "set-up only"
 """The reason a candidate carries when only its wording put it on the list."""
+AGAINST = "(against)"
+"""Prefix of a reason that counts against the candidate."""
+SETUP_ONLY = "set-up only"
+"""Marks a reason that only describes the set-up and was not counted (no sign of the failure)."""
 LOOK_ALIKE_MARGIN = 0.2
 """When no entry has decisive evidence, an out-of-scope look-alike within this score of the best
 wording-only guess leads (the diagnosis abstains; the guess stays listed)."""
