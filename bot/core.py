@@ -36,7 +36,7 @@ def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Repr
         )
     elif is_guess(candidates[0]):
         diagnosis = Diagnosis(
-            verdict="unknown", failure_class=None, candidates=candidates, abstain_reason=_only_wording(report, candidates[0]),
+            verdict="unknown", failure_class=None, candidates=candidates, abstain_reason=_guess_reason(report, candidates[0]),
         )
     else:
         in_play = in_play_candidates(candidates)
@@ -119,7 +119,7 @@ def _recognised(report: Report) -> str:
         last = report.exceptions[-1]
         seen.append(f"the exception {last.type}")
     if report.losses:
-        seen.append(f"{len(report.losses)} logged loss values")
+        seen.append(f"{len(report.losses)} logged loss value{'s' if len(report.losses) != 1 else ''}")
     if report.versions:
         seen.append("library versions")
     return ", ".join(seen) if seen else "no traceback, loss log or training code"
@@ -133,13 +133,13 @@ def _nothing_fits(report: Report) -> str:
     )
 
 
-def _only_wording(report: Report, closest: Candidate) -> str:
+def _guess_reason(report: Report, closest: Candidate) -> str:
     seen = _recognised(report)
     return (
         f"Nothing in this report is decisive (I recognised {seen}): no error message, logged value or setting "
-        f"that a known cause needs. Going by its wording alone, the closest known cause is: {closest.title} "
-        f"(`{closest.failure_class}`), but that is a guess. Paste the full traceback, the trainer/collator code "
-        "and the first logged losses; if the run fails outside the loss (installation, data loading, hardware), "
+        f"that a known cause needs. On weak grounds (its wording, or a symptom that many causes share), the closest "
+        f"known cause is: {closest.title} (`{closest.failure_class}`), but that is a guess. Paste the full traceback, "
+        "the trainer/collator code and the first logged losses; if the run fails outside the loss (installation, data loading, hardware), "
         "the library's issue tracker is the better place."
     )
 

@@ -36,6 +36,8 @@ AGAINST = "(against)"
 """Prefix of a reason that counts against the candidate."""
 SETUP_ONLY = "set-up only"
 """Marks a reason that only describes the set-up and was not counted (no sign of the failure)."""
+ALTERNATIVE = "a weaker alternative: some of its evidence or wording fits, not enough to rank it higher"
+"""The last reason of a candidate listed only as 'also possible' (see `_alternatives`)."""
 LOOK_ALIKE_MARGIN = 0.2
 """When no entry has decisive evidence, an out-of-scope look-alike within this score of the best
 wording-only guess leads (the diagnosis abstains; the guess stays listed)."""
@@ -446,7 +448,9 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     pool = candidates or lexical_only
     pool.sort(key=lambda c: (-c.score, c.entry))
     if not pool:
-        return []
+        # nothing fits, but the report shows a failure (an exception, a metric that is off): the entries
+        # whose evidence or examples share it are listed as possibilities, never as a diagnosis
+        return _alternatives([], weak) if report_symptoms else []
     if not candidates and pool[0].failure_class != "out_of_scope":
         # nothing has decisive evidence: a wording-only guess does not beat a look-alike that fits about as well
         look_alike = next((c for c in pool if c.failure_class == "out_of_scope"
@@ -467,7 +471,10 @@ def has_evidence(candidate: Candidate) -> bool:
 
 
 def is_guess(candidate: Candidate) -> bool:
-    """A candidate listed on the report's wording alone: nothing the report shows speaks for it."""
+    """A candidate that is not a diagnosis: listed on the report's wording alone (nothing the report
+    shows speaks for it), or only as a weaker alternative."""
+    if candidate.why and candidate.why[-1] == ALTERNATIVE:
+        return True
     return any(w.startswith(WORDING_ONLY) for w in candidate.why) and not has_evidence(candidate)
 
 
@@ -512,7 +519,7 @@ def _alternatives(pool: list[Candidate], weak: list[tuple[float, Entry, list[str
     classes = {c.failure_class for c in pool if c.failure_class != "out_of_scope"}
     if len(classes) >= ALTERNATIVES:
         return []
-    ceiling = pool[0].score - ALTERNATIVE_GAP
+    ceiling = pool[0].score - ALTERNATIVE_GAP if pool else 1.0
     out: list[Candidate] = []
     for strength, entry, why in sorted(weak, key=lambda w: (-w[0], w[1].id)):
         if len(classes) >= ALTERNATIVES:
@@ -521,7 +528,7 @@ def _alternatives(pool: list[Candidate], weak: list[tuple[float, Entry, list[str
             continue
         classes.add(entry.failure_class)
         score = round(max(0.0, min(ceiling, strength)), 3)
-        out.append(_candidate(entry, score, [*why, "a weaker alternative: some of its evidence or wording fits, not enough to rank it higher"]))
+        out.append(_candidate(entry, score, [*why, ALTERNATIVE]))
     return out
 
 

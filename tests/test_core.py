@@ -9,7 +9,7 @@ from bot.core import diagnose, in_play_candidates
 from bot.models import Candidate, ExceptionInfo, FixOutcome, Report, Reproduction, RunRecord
 from bot.parse import parse_text
 from knowledge.kb import default_kb
-from knowledge.matcher import is_guess
+from knowledge.matcher import ALTERNATIVE, is_guess
 
 KB = default_kb()
 NO_LOSS_NO_LABELS = (
@@ -175,3 +175,16 @@ def test_set_up_alone_or_evidence_against_does_not_make_a_candidate_more_than_a_
     assert is_guess(make("(against) bf16 is on"))
     assert not is_guess(make("the training loss is nan"))
     assert not is_guess(Candidate(entry="e", failure_class="fp16_overflow_nan", title="t", score=4.0, why=["the training loss is nan"]))
+
+
+def test_when_nothing_fits_a_visible_failure_still_lists_possible_causes_but_claims_none():
+    """A logged loss of 0 with words no entry knows: the entries that share the symptom are listed as
+    possibilities (top-3 material for the user), the verdict stays unknown."""
+    report = parse_text("训练 loss 从第一步开始就一直是 0，流程是默认那套")
+    assert report.losses == [0.0]
+    d = diagnose(report, KB)
+    assert d.verdict == "unknown" and d.failure_class is None and d.fixes == []
+    assert d.candidates and all(c.why[-1] == ALTERNATIVE for c in d.candidates)
+    assert all(is_guess(c) for c in d.candidates)
+    assert "but that is a guess" in d.abstain_reason
+    assert diagnose(parse_text("训练流程是默认那套，怎么改学习率？"), KB).candidates == []  # no failure shown: nothing listed
