@@ -148,7 +148,7 @@ class MatchText:
     at MATCH_LINE_CHARS, and only the head and tail of a huge paste are kept.
     """
 
-    __slots__ = ("raw", "lower")
+    __slots__ = ("raw", "lower", "_found")
 
     def __init__(self, text: str) -> None:
         seen: set[str] = set()
@@ -164,9 +164,15 @@ class MatchText:
             raw = raw[:half] + "\n" + raw[-half:]
         self.raw = raw
         self.lower = raw.lower()
+        self._found: dict[str, bool] = {}
 
     def search(self, pattern: str) -> bool:
-        return may_match(_literals(pattern), self.lower) and _rx(pattern).search(self.raw) is not None
+        found = self._found.get(pattern)
+        if found is None:  # several entries share a pattern (a set-up cue, a library message)
+            found = self._found[pattern] = (
+                may_match(_literals(pattern), self.lower) and _rx(pattern).search(self.raw) is not None
+            )
+        return found
 
 
 _LITERALS: dict[str, frozenset[str] | None] = {}
