@@ -18,6 +18,10 @@ def render_reply(diagnosis: Diagnosis, report: Report, kb: KnowledgeBase) -> str
         lines.append("**I could not match this to a known loss-computation failure.**")
         lines.append("")
         lines.append(diagnosis.abstain_reason or "")
+        guesses = [c for c in diagnosis.candidates if c.failure_class != "out_of_scope"][:3]
+        if guesses:
+            lines += ["", "**Closest known causes (guesses, not a diagnosis)**"]
+            lines += [f"- {c.title} (`{c.failure_class}`)" for c in guesses]
     else:
         top = diagnosis.candidates[0]
         entry = kb.get(top.entry)

@@ -163,6 +163,8 @@ def test_a_guess_on_wording_alone_is_not_a_diagnosis():
     assert d.candidates and is_guess(d.candidates[0])
     assert d.verdict == "unknown" and d.failure_class is None and d.fixes == []
     assert f"(`{d.candidates[0].failure_class}`), but that is a guess" in d.abstain_reason
+    assert "**Closest known causes (guesses, not a diagnosis)**" in d.reply
+    assert f"- {d.candidates[0].title} (`{d.candidates[0].failure_class}`)" in d.reply
     evidenced = diagnose(parse_text("RuntimeError: element 0 of tensors does not require grad and does not have a grad_fn"), KB)
     assert not is_guess(evidenced.candidates[0]) and evidenced.failure_class == "no_grad_gradient_checkpointing"
 
