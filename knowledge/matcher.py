@@ -461,7 +461,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
         # nothing has decisive evidence: a wording-only guess does not beat a look-alike that fits about as well
         look_alike = next((c for c in pool if c.failure_class == "out_of_scope"
                            and c.score >= pool[0].score - LOOK_ALIKE_MARGIN
-                           and (has_evidence(c) or _same_kind_of_symptom(report_symptoms, shares.get(c.entry, {})))),
+                           and (has_evidence(c) or (not has_evidence(pool[0])
+                                                    and _same_kind_of_symptom(report_symptoms, shares.get(c.entry, {}))))),
                           None)
         if look_alike is not None:
             pool.remove(look_alike)

@@ -398,6 +398,24 @@ def test_a_look_alike_leads_on_wording_only_when_its_examples_show_that_kind_of_
     assert (ranked[0] == "look-alike") is leads
 
 
+def test_a_look_alike_on_wording_alone_does_not_lead_a_candidate_with_some_evidence(tmp_path):
+    """The best in-scope candidate has part of its evidence (below min_score); an out-of-scope look-alike
+    whose words fit as well, with no evidence of its own, stays behind it."""
+    words = "response template completion only collator marker tokenized differently loss zero question"
+    kb = write_kb(tmp_path, [
+        entry("template", "response_template_not_found",
+              [{"why": "the collator is named", "when": {"text": "completion only collator"}, "weight": 0.4}],
+              keywords=words.replace(" question", ""), min_score=4),
+        entry("look-alike", "out_of_scope", [{"why": "w", "when": {"text": "zzz"}, "weight": 5}], keywords=words),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=fill)
+          for i, fill in enumerate(FILLER)],
+    ])
+    prose = "question: with the completion only collator, is the response template tokenized differently? loss"
+    ranked = rank(Report(text=prose), kb)
+    assert ranked[0].entry == "template" and "the collator is named" in ranked[0].why
+    assert "look-alike" in [c.entry for c in ranked]
+
+
 def test_words_of_pasted_code_are_used_when_the_prose_says_too_little(tmp_path):
     """Word statistics prefer the prose; a paste that is nearly all code falls back to the whole text."""
     from bot.parse import parse_text
