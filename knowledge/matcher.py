@@ -461,9 +461,7 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
         # nothing has decisive evidence: a wording-only guess does not beat a look-alike that fits about as well
         look_alike = next((c for c in pool if c.failure_class == "out_of_scope"
                            and c.score >= pool[0].score - LOOK_ALIKE_MARGIN
-                           and (has_evidence(c) or (not has_evidence(pool[0])
-                                                    and _same_kind_of_symptom(report_symptoms, shares.get(c.entry, {}))))),
-                          None)
+                           and _may_lead(c, pool[0], report_symptoms, shares.get(c.entry, {}))), None)
         if look_alike is not None:
             pool.remove(look_alike)
             pool.insert(0, look_alike)
@@ -483,6 +481,15 @@ def is_guess(candidate: Candidate) -> bool:
     if candidate.why and candidate.why[-1] == ALTERNATIVE:
         return True
     return any(w.startswith(WORDING_ONLY) for w in candidate.why) and not has_evidence(candidate)
+
+
+def _may_lead(look_alike: Candidate, best: Candidate, report_symptoms: frozenset[str],
+              look_alike_shares: dict[str, float]) -> bool:
+    """Whether an out-of-scope look-alike close to the best wording-only guess may take the lead: it has
+    evidence of its own, or, if neither has any, its examples fail the way the report does."""
+    if has_evidence(look_alike):
+        return True
+    return not has_evidence(best) and _same_kind_of_symptom(report_symptoms, look_alike_shares)
 
 
 def _same_kind_of_symptom(report_symptoms: frozenset[str], entry_shares: dict[str, float]) -> bool:
