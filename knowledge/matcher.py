@@ -14,7 +14,7 @@ from typing import Any
 from bot.models import Candidate, Report
 from knowledge.kb import Example, KnowledgeBase
 from knowledge.lexical import BM25
-from knowledge.prefilter import may_match, required_literals
+from knowledge.prefilter import Branches, branches, may_match, possible_part, required_literals
 from knowledge.schema import Condition, Entry
 
 LEXICAL_WEIGHT = 1.0
@@ -77,7 +77,7 @@ MATCH_LINE_CHARS = 4_000
 """Longer lines are cut before regexes see them, so a pathological line cannot make a search quadratic."""
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=4096)
 def _rx(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
 
@@ -169,10 +169,19 @@ class MatchText:
     def search(self, pattern: str) -> bool:
         found = self._found.get(pattern)
         if found is None:  # several entries share a pattern (a set-up cue, a library message)
-            found = self._found[pattern] = (
-                may_match(_literals(pattern), self.lower) and _rx(pattern).search(self.raw) is not None
-            )
+            found = self._found[pattern] = self._search(pattern)
         return found
+
+    def _search(self, pattern: str) -> bool:
+        if not may_match(_literals(pattern), self.lower):
+            return False
+        split = _branches(pattern)
+        if split is not None:  # `a|b|c`: only the alternatives whose literals are in the paste are tried
+            possible = possible_part(split, self.lower)
+            if possible is None:
+                return False
+            pattern = possible
+        return _rx(pattern).search(self.raw) is not None
 
 
 _LITERALS: dict[str, frozenset[str] | None] = {}
@@ -182,6 +191,15 @@ def _literals(pattern: str) -> frozenset[str] | None:
     if pattern not in _LITERALS:
         _LITERALS[pattern] = required_literals(pattern)
     return _LITERALS[pattern]
+
+
+_BRANCHES: dict[str, Branches] = {}
+
+
+def _branches(pattern: str) -> Branches:
+    if pattern not in _BRANCHES:
+        _BRANCHES[pattern] = branches(pattern)
+    return _BRANCHES[pattern]
 
 
 def text_patterns(kb: KnowledgeBase) -> set[str]:
@@ -236,11 +254,13 @@ def warm(kb: KnowledgeBase) -> None:
     lexical_index(kb)
     symptom_shares(kb)
     kb.cache["literals"] = {p: _literals(p) for p in text_patterns(kb)}
+    kb.cache["branches"] = {p: _branches(p) for p in text_patterns(kb)}
 
 
 def prime(kb: KnowledgeBase) -> None:
     """Reuse the derived data of a cached knowledge base."""
     _LITERALS.update(kb.cache.get("literals", {}))  # type: ignore[arg-type]
+    _BRANCHES.update(kb.cache.get("branches", {}))  # type: ignore[arg-type]
 
 
 def holds(cond: Condition, report: Report, text: MatchText | None = None) -> bool:

@@ -7,6 +7,7 @@ patterns then cost one ``in`` test on the lower-cased paste instead of a regex s
 
 from __future__ import annotations
 
+import re
 from re import _constants as C  # noqa: N812 - the stdlib's own names
 from re import _parser as sre_parse
 
@@ -66,3 +67,60 @@ def _sequence(items: list) -> Alternatives:
 
 def may_match(literals: Alternatives, lowered_text: str) -> bool:
     return literals is None or any(lit in lowered_text for lit in literals)
+
+
+Branches = tuple[str, tuple[tuple[str, Alternatives], ...]] | None
+"""A pattern's leading inline flags and its top-level alternatives, each with its required literals."""
+
+_INLINE_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+
+
+def branches(pattern: str) -> Branches:
+    """The top-level alternatives of `pattern` (`a|b|c`), when it can be searched branch by branch:
+    several of them and no back-reference (removing a branch would renumber the groups). Else None."""
+    flags_match = _INLINE_FLAGS.match(pattern)
+    flags = flags_match.group(0) if flags_match else ""
+    parts = _top_level_parts(pattern[len(flags):])
+    if len(parts) < 2 or _BACKREFERENCE.search(pattern):
+        return None
+    try:
+        for part in parts:
+            sre_parse.parse(flags + part)
+    except Exception:  # noqa: BLE001 - a split we cannot parse is simply not used
+        return None
+    return flags, tuple((part, required_literals(flags + part)) for part in parts)
+
+
+def possible_part(split: Branches, lowered_text: str) -> str | None:
+    """The pattern of `split` without the alternatives that cannot match `lowered_text` (their required
+    literals are absent); None when none can. A search for it finds a match exactly when the whole
+    pattern does, but tries fewer alternatives at every position."""
+    assert split is not None
+    flags, parts = split
+    kept = [part for part, literals in parts if may_match(literals, lowered_text)]
+    return flags + "|".join(kept) if kept else None
+
+
+def _top_level_parts(pattern: str) -> list[str]:
+    parts, current, depth, in_class, escaped = [], [], 0, False, False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
