@@ -139,8 +139,8 @@ def _guess_reason(report: Report, closest: Candidate) -> str:
         f"Nothing in this report is decisive (I recognised {seen}): no error message, logged value or setting "
         f"that a known cause needs. On weak grounds (its wording, or a symptom that many causes share), the closest "
         f"known cause is: {closest.title} (`{closest.failure_class}`), but that is a guess. Paste the full traceback, "
-        "the trainer/collator code and the first logged losses; if the run fails outside the loss (installation, data loading, hardware), "
-        "the library's issue tracker is the better place."
+        "the trainer/collator code and the first logged losses; if the run fails outside the loss (installation, "
+        "data loading, hardware), the library's issue tracker is the better place."
     )
 
 

@@ -69,8 +69,10 @@ def may_match(literals: Alternatives, lowered_text: str) -> bool:
     return literals is None or any(lit in lowered_text for lit in literals)
 
 
-Branches = tuple[str, tuple[tuple[str, Alternatives], ...]] | None
+Split = tuple[str, tuple[tuple[str, Alternatives], ...]]
 """A pattern's leading inline flags and its top-level alternatives, each with its required literals."""
+Branches = Split | None
+"""A pattern's split, or None: it is not searched alternative by alternative."""
 
 _INLINE_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
 _BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
@@ -92,11 +94,10 @@ def branches(pattern: str) -> Branches:
     return flags, tuple((part, required_literals(flags + part)) for part in parts)
 
 
-def possible_part(split: Branches, lowered_text: str) -> str | None:
+def possible_part(split: Split, lowered_text: str) -> str | None:
     """The pattern of `split` without the alternatives that cannot match `lowered_text` (their required
     literals are absent); None when none can. A search for it finds a match exactly when the whole
     pattern does, but tries fewer alternatives at every position."""
-    assert split is not None
     flags, parts = split
     kept = [part for part, literals in parts if may_match(literals, lowered_text)]
     return flags + "|".join(kept) if kept else None
