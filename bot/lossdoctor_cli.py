@@ -54,6 +54,20 @@ def kb_check() -> None:
     raise typer.Exit(EXIT_OK if not problems else EXIT_INTERNAL)
 
 
+@kb_app.command("coverage")
+def kb_coverage() -> None:
+    """List the evidence that no match/ example exercises (knowledge examples still to write)."""
+    from knowledge.check import untested_evidence
+    from knowledge.kb import default_kb
+
+    kb = default_kb()
+    untested = untested_evidence(kb)
+    for u in untested:
+        typer.echo(f"{u.entry:48} {u.weight:4.1f}  {u.why}")
+    total = sum(1 for e in kb.entries for s in e.evidence if s.weight > 0)
+    typer.echo(f"{total - len(untested)} of {total} evidence items are exercised by a match/ example; {len(untested)} are not")
+
+
 @app.command("eval")
 def eval_cmd(
     paths: Annotated[list[Path], typer.Argument(help="One or more JSONL files, scored together.")],

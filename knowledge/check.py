@@ -66,3 +66,27 @@ def check_kb(kb: KnowledgeBase | None = None) -> tuple[list[str], list[ExampleRe
             if not result.passed:
                 problems.append(result.describe())
     return problems, results
+
+
+@dataclass(frozen=True)
+class UntestedSignal:
+    entry: str
+    why: str
+    weight: float
+
+
+def untested_evidence(kb: KnowledgeBase | None = None) -> list[UntestedSignal]:
+    """Evidence (positive weight) that none of its entry's match/ examples fires: a rule no example
+    exercises is a rule no test checks, so each one is a knowledge example still to write."""
+    from bot.parse import parse_text
+    from knowledge.matcher import MatchText, holds
+
+    kb = kb or load_kb()
+    out: list[UntestedSignal] = []
+    for entry in kb.entries:
+        reports = [parse_text(x.read()) for x in kb.examples(entry.id) if x.expect_match]
+        texts = [MatchText(r.text) for r in reports]
+        for signal in entry.evidence:
+            if signal.weight > 0 and not any(holds(signal.when, r, t) for r, t in zip(reports, texts)):
+                out.append(UntestedSignal(entry.id, signal.why, signal.weight))
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -129,6 +130,10 @@ def test_lossdoctor_kb_commands():
     assert json.loads(shown.stdout)["failure_class"] == "collator_does_not_create_labels"
     missing = run("kb", "show", "no-such-entry", cmd="lossdoctor")
     assert missing.returncode == 2 and "no knowledge entry" in missing.stderr.decode()
+    coverage = run("kb", "coverage", cmd="lossdoctor")
+    assert coverage.returncode == 0
+    assert re.search(r"^\d+ of \d+ evidence items are exercised by a match/ example; \d+ are not$",
+                     coverage.stdout.decode(), re.MULTILINE)
 
 
 def test_lossdoctor_eval(tmp_path):

@@ -432,3 +432,18 @@ def test_words_of_pasted_code_are_used_when_the_prose_says_too_little(tmp_path):
     )
     assert report.narrative is not None and "template" not in report.narrative
     assert [c.entry for c in rank(report, kb)][:1] == ["template"]
+
+
+def test_untested_evidence_lists_the_signals_no_match_example_fires(tmp_path):
+    """`lossdoctor kb coverage`: evidence that no match/ example exercises is listed (a rule no test checks);
+    evidence an example fires, and evidence against the entry, are not."""
+    from knowledge.check import untested_evidence
+
+    write_kb(tmp_path, [entry("e", "pad_token_missing", [
+        {"why": "fired", "when": {"text": "pad token"}, "weight": 2},
+        {"why": "never fired", "when": {"text": "eos token"}, "weight": 2},
+        {"why": "against", "when": {"text": "bos token"}, "weight": -2},
+    ])])
+    (tmp_path / "e" / "match").mkdir()
+    (tmp_path / "e" / "match" / "one.txt").write_text("the tokenizer has no pad token\n")
+    assert [(u.entry, u.why) for u in untested_evidence(load_kb(tmp_path))] == [("e", "never fired")]
