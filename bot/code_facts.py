@@ -655,6 +655,24 @@ def _finish_flags(flags: dict[str, FlagValue]) -> None:
             flags["zero_stage"] = int(m.group(1))
 
 
+def add_derived_flags(flags: dict[str, FlagValue]) -> None:
+    """Facts that two settings give together: `prompt_fills_max_length` when max_prompt_length leaves no
+    room under max_length, so preference/completion trainers truncate every response away."""
+    prompt, total = _as_int(flags.get("max_prompt_length")), _as_int(flags.get("max_length"))
+    if prompt is not None and total is not None and prompt >= total:
+        flags["prompt_fills_max_length"] = True
+
+
+def _as_int(value: FlagValue | None) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
 # -------------------------------------------------------------------- inference
 
 _FAMILIES: list[tuple[str, str]] = [

@@ -396,6 +396,7 @@ class _State:
         flags = dict(facts.flags)
         for key, value in self.log_flags.items():
             flags.setdefault(key, value)
+        cf.add_derived_flags(flags)
         versions = dict(self.weak_versions)
         versions.update(self.strong_versions)
         returned, received = _loss_message_keys(self.messages)

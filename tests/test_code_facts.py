@@ -285,3 +285,18 @@ def test_a_deepspeed_auto_defers_to_a_concrete_value_from_elsewhere():
     facts = CodeFacts(flags={"fp16": "auto", "bf16": False})
     facts.add(CodeFacts(flags={"fp16": True, "bf16": "auto"}))
     assert facts.flags == {"fp16": True, "bf16": False}  # "auto" gives way; a concrete first value stays
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("max_length: 1024\nmax_prompt_length: 1024\n", True),
+    ("max_length: 1024\nmax_prompt_length: 2048\n", True),
+    ("max_length: 1024\nmax_prompt_length: 512\n", None),
+    ("max_prompt_length: 512\n", None),
+])
+def test_a_prompt_budget_that_fills_max_length_is_a_derived_flag(config, expected):
+    """Preference trainers truncate the prompt to max_prompt_length and the pair to max_length: a prompt budget
+    that is not below max_length leaves no room for the responses, which two settings only show together."""
+    from bot.parse import parse_text
+
+    report = parse_text("training config:\n\n" + config + "num_train_epochs: 1\n")
+    assert report.flags.get("prompt_fills_max_length") is expected
