@@ -143,6 +143,8 @@ def _head(report: Report, family: str) -> tuple[str, str] | None:
             return "seq2seq", f"report ({cls})"
         if "MaskedLM" in cls:
             return "masked_lm", f"report ({cls})"
+        if re.fullmatch(r"(TF)?(Bert|Albert|Ernie|MegatronBert|Nezha)ForPreTraining", cls):
+            return "pretraining", f"report ({cls})"
         if cls == "AutoModel" or (re.fullmatch(r"[A-Z][A-Za-z0-9]*Model", cls) and not cls.startswith(("Peft", "PreTrained", "Fast"))):
             return "base", f"report ({cls}: no task head)"
     return None

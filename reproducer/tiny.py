@@ -377,6 +377,7 @@ def build_model(s: dict, tok):
         "seq_cls": tf.AutoModelForSequenceClassification,
         "seq2seq": tf.AutoModelForSeq2SeqLM,
         "masked_lm": tf.AutoModelForMaskedLM,
+        "pretraining": tf.AutoModelForPreTraining,
     }[s["head"]]
     torch.manual_seed(s["seed"])
     kwargs = {"attn_implementation": s["attn_implementation"]} if s["attn_implementation"] else {}
@@ -514,7 +515,7 @@ def build_collator(s: dict, tok, model):
             kwargs.setdefault("model", model)
         return tf.DataCollatorForSeq2Seq(tok, **kwargs), None
     if name == "DataCollatorForLanguageModeling":
-        kwargs.setdefault("mlm", s["head"] == "masked_lm")
+        kwargs.setdefault("mlm", s["head"] in ("masked_lm", "pretraining"))
         return tf.DataCollatorForLanguageModeling(tok, **kwargs), None
     if name == "DataCollatorForCompletionOnlyLM":
         template = marker_ids(s, tok) if s["response_template_in_context"] else response_template_text(s)

@@ -22,7 +22,7 @@ def use_lm_collator(scenario: Scenario) -> Scenario:
     It would fail on (or overwrite) a labels column, so the dataset keeps none.
     """
     return changed(
-        scenario, collator="DataCollatorForLanguageModeling", collator_kwargs={"mlm": scenario.head == "masked_lm"},
+        scenario, collator="DataCollatorForLanguageModeling", collator_kwargs={"mlm": scenario.head in ("masked_lm", "pretraining")},
         labels_mode="none",
     )
 

@@ -69,7 +69,8 @@ def test_pooler_output_in_the_returned_keys_means_a_bert_like_encoder():
     [(["AutoModel"], "base"), (["LlamaModel"], "base"), (["AutoModelForCausalLM"], "causal_lm"),
      (["FastLanguageModel"], "causal_lm"), (["GPT2LMHeadModel"], "causal_lm"),
      (["AutoModelForSequenceClassification"], "seq_cls"), (["AutoModelForSeq2SeqLM"], "seq2seq"),
-     (["BertForMaskedLM"], "masked_lm"), (["PeftModel", "AutoModelForCausalLM"], "causal_lm")],
+     (["BertForMaskedLM"], "masked_lm"), (["PeftModel", "AutoModelForCausalLM"], "causal_lm"),
+     (["BertForPreTraining"], "pretraining"), (["AlbertForPreTraining"], "pretraining")],
 )  # fmt: skip
 def test_model_class_gives_the_head(classes, head):
     scenario, sources = build(Report(model_classes=classes))
