@@ -3,6 +3,8 @@ labels, padding, collators, packing and the loss: run after a library upgrade to
 the knowledge base does not know yet.
 
     python bench/library_messages.py            # trl, transformers (trainer, collators, loss), peft
+    python bench/library_messages.py DIR...     # the same packages unpacked under DIR (older releases:
+                                                #   pip download --no-deps trl==0.12.2 ...; unzip the wheels)
 
 Reads the installed sources with `ast` (nothing is imported from them) and diagnoses each message
 quoted as a one-line report ("ValueError: ...", "UserWarning: ..."). Prints one line per message
@@ -35,7 +37,10 @@ SOURCES = {
 WARN_CALLS = {"warn", "warning", "warning_once", "warning_advice"}
 
 
-def package_dir(name: str) -> Path | None:
+def package_dir(name: str, roots: list[Path] | None = None) -> Path | None:
+    """The package's source folder: under one of `roots` when given, else the installed one."""
+    if roots:
+        return next((root / name for root in roots if (root / name / "__init__.py").is_file()), None)
     spec = importlib.util.find_spec(name)
     return Path(spec.origin).parent if spec and spec.origin else None
 
@@ -71,14 +76,15 @@ def messages(path: Path) -> list[tuple[int, str, str]]:
     return found
 
 
-def main() -> None:
+def main(*dirs: str) -> None:
+    roots = [Path(d) for d in dirs]
     kb = default_kb()
     seen: set[str] = set()
     tally: Counter[str] = Counter()
     for package, patterns in SOURCES.items():
-        root = package_dir(package)
+        root = package_dir(package, roots)
         if root is None:
-            print(f"{package}: not installed")
+            print(f"{package}: not found")
             continue
         for pattern in patterns:
             for path in sorted(root.glob(pattern)):
@@ -96,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -55,3 +55,18 @@ def test_the_scan_reads_fstrings_and_concatenations(tmp_path):
         (3, "ValueError", "The labels of X are all masked, so the loss is zero"),
         (5, "UserWarning", "padding side is left; the collator pads labels too"),
     ]
+
+
+def test_the_scan_reads_an_unpacked_release_folder(tmp_path):
+    """`bench/library_messages.py DIR` scans packages unpacked under DIR (an older release's wheel)."""
+    package = tmp_path / "trl"
+    (package / "trainer").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "trainer" / "utils.py").write_text(
+        "raise ValueError('Padding is enabled, but the tokenizer is not configured with a padding token. Explicitly set "
+        "`tokenizer.pad_token` (e.g. `tokenizer.pad_token = tokenizer.eos_token`) before calling the trainer.')\n"
+    )
+    assert library_messages.package_dir("trl", [tmp_path]) == package
+    assert library_messages.package_dir("peft", [tmp_path]) is None
+    (_, kind, text), = library_messages.messages(package / "trainer" / "utils.py")
+    assert diagnose(parse_text(f"{kind}: {text}"), KB).failure_class == "pad_token_missing"
