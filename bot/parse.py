@@ -158,6 +158,8 @@ _BOX_EDGE = re.compile(r"^[\s\u2500-\u257f]+|[\s\u2500-\u257f]+$")
 _BOX_SIDES = "│┃║"
 _BOX_CORNERS = "╭╰┏┗╔╚┌└"
 _FENCE = re.compile(r"^\s{0,3}(?:`{3,}|~{3,})\s*([\w+#.-]{0,20})\s*$")
+_BAR_THEN_TEXT = re.compile(r"(\d{1,3}%\|[^|\n]{0,120}\|[^\]\n]{0,120}(?:it/s|s/it)\])(?=[^\s|])")
+"""A tqdm bar with no newline after it, and the log line that was printed right behind it."""
 
 
 def normalise(text: str) -> str:
@@ -169,6 +171,8 @@ def normalise(text: str) -> str:
         for entity, char in _ENTITIES:
             text = text.replace(entity, char)
     text = text.replace("\u00a0", " ").replace("\u200b", "").replace("\ufeff", "")
+    if "it/s]" in text or "s/it]" in text:
+        text = _BAR_THEN_TEXT.sub("\\1\n", text)  # '  0%|   | 0/200 [00:00<?, ?it/s]Trainer: ...' is two lines
     has_box = any(c in text for c in _BOX_SIDES + _BOX_CORNERS)
     has_rank = "[rank" in text or "[default" in text
     has_quote = text.startswith(">") or "\n>" in text or "\n >" in text

@@ -839,3 +839,17 @@ def test_a_loss_value_written_after_the_word_loss(text, losses):
 def test_prose_names_the_completion_collator_and_a_device_side_assert():
     assert parse_text("loss is 0 while using a completion-only collator").collator == "DataCollatorForCompletionOnlyLM"
     assert [e.type for e in parse_text("on CUDA: device-side assert triggered from the loss").exceptions] == ["RuntimeError"]
+
+
+def test_a_log_line_printed_right_behind_a_progress_bar_is_read():
+    """tqdm leaves no newline after its bar, so the next log line or warning is pasted on the same line;
+    it is read as a line of its own (values, narrative), and the bar is left out."""
+    report = parse_text(
+        "model = AutoModelForCausalLM.from_pretrained('x')\n"
+        "  0%|          | 0/200 [00:00<?, ?it/s][transformers] Trainer: `compute_loss_func` is defined but "
+        "`labels=None`. Your custom loss function will still be called with labels=None.\n"
+        " 50%|█████     | 100/200 [00:10<00:10,  9.80it/s]{'loss': 0.0, 'grad_norm': nan, 'epoch': 0.5}\n"
+    )
+    assert report.losses == [0.0] and math.isnan(report.grad_norms[0])
+    assert "compute_loss_func` is defined but `labels=None`" in report.narrative
+    assert "it/s][transformers]" not in report.text
