@@ -158,7 +158,7 @@ _BOX_EDGE = re.compile(r"^[\s\u2500-\u257f]+|[\s\u2500-\u257f]+$")
 _BOX_SIDES = "│┃║"
 _BOX_CORNERS = "╭╰┏┗╔╚┌└"
 _FENCE = re.compile(r"^\s{0,3}(?:`{3,}|~{3,})\s*([\w+#.-]{0,20})\s*$")
-_BAR_THEN_TEXT = re.compile(r"(\d{1,3}%\|[^|\n]{0,120}\|[^\]\n]{0,120}(?:it/s|s/it)\])(?=[^\s|])")
+_BAR_THEN_TEXT = re.compile(r"(\d{1,3}%\|[^|\n]{0,80}\|[^\]\n]{0,80}(?:it/s|s/it|[a-z]{1,12}/s)\])(?=[^\s|])")
 """A tqdm bar with no newline after it, and the log line that was printed right behind it."""
 
 
@@ -171,7 +171,7 @@ def normalise(text: str) -> str:
         for entity, char in _ENTITIES:
             text = text.replace(entity, char)
     text = text.replace("\u00a0", " ").replace("\u200b", "").replace("\ufeff", "")
-    if "it/s]" in text or "s/it]" in text:
+    if "/s]" in text or "s/it]" in text:
         text = _BAR_THEN_TEXT.sub("\\1\n", text)  # '  0%|   | 0/200 [00:00<?, ?it/s]Trainer: ...' is two lines
     has_box = any(c in text for c in _BOX_SIDES + _BOX_CORNERS)
     has_rank = "[rank" in text or "[default" in text
@@ -287,9 +287,10 @@ _RECEIVED = re.compile(r"the inputs it received are ([\w ,\[\]'\"-]{0,2000})")
 
 _LOSS = re.compile(  # searched in the lower-cased line
     r"((?:train(?:ing)?_|eval_|val(?:idation)?_)?(?:epoch_|lm[_ ]|total_)?loss|grad[_ ]norm)['\"]?"
-    # `loss: 0.7`, `loss=nan`, `'loss': tensor(0.5)`; or with a space only when the value is clearly
-    # a measurement (`iter 600: loss nan`, `lm_loss 2.3510 |`, `step 2: loss 0.1173`)
-    r"(?:\s{0,4}[:=]\s{0,4}(?:tensor\()?([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?))(?![\w])"
+    # `loss: 0.7`, `loss=nan`, `'loss': tensor(0.5)`, `'loss': '0.7'` (transformers 5 logs the values as
+    # strings); or with a space only when the value is clearly a measurement (`iter 600: loss nan`,
+    # `lm_loss 2.3510 |`, `step 2: loss 0.1173`)
+    r"(?:\s{0,4}[:=]\s{0,4}(?:tensor\(|['\"])?([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+|nan|inf(?:inity)?))(?![\w])"
     r"|\s{1,3}(nan|inf|[-+]?\d+\.\d+(?:e[-+]?\d+)?)(?![\w.]))"
 )
 _TABLE_COLUMN = re.compile(r"(?i)training loss|validation loss|eval(?:uation)? loss|grad(?:ient)? norm|learning rate|no log|[a-z_]+")

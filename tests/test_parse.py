@@ -853,3 +853,17 @@ def test_a_log_line_printed_right_behind_a_progress_bar_is_read():
     assert report.losses == [0.0] and math.isnan(report.grad_norms[0])
     assert "compute_loss_func` is defined but `labels=None`" in report.narrative
     assert "it/s][transformers]" not in report.text
+
+
+def test_transformers_5_log_lines_with_quoted_values_are_read():
+    """transformers 5 logs the metrics as strings ({'loss': '6.224', 'grad_norm': 'nan'}), and a bar that is
+    not an it/s bar ('? examples/s]') can run into the next line too."""
+    report = parse_text(
+        "Tokenizing train dataset:   0%|          | 0/8 [00:00<?, ? examples/s][RANK 0] The tokenized prompt is not "
+        "a prefix of the tokenized prompt+completion\n"
+        "{'loss': '0', 'grad_norm': 'nan', 'learning_rate': '2e-05', 'epoch': '0.5'}\n"
+        "{'eval_loss': '7.25', 'epoch': '1'}\n"
+        "loss_type: 'sigmoid'\n"
+    )
+    assert report.losses == [0.0] and math.isnan(report.grad_norms[0]) and report.eval_losses == [7.25]
+    assert "examples/s]\n[RANK 0] The tokenized prompt is not a prefix" in report.text
