@@ -1,6 +1,7 @@
 """How much a full paste's set-up moves the matcher: each eval report alone (the baseline) and the
 same report with what users paste around it (a `transformers env` block, common warnings, a typical
-LoRA SFT script in bf16 or fp16), scored side by side in the same run.
+LoRA SFT script in bf16 or fp16) or with its Trainer log values quoted as transformers 5 prints them,
+scored side by side in the same run.
 
     python bench/full_paste_robustness.py eval/*.jsonl
 
@@ -10,6 +11,7 @@ signal that reads the set-up as if it were the failure.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -80,6 +82,14 @@ WARN = '''
 wandb: Currently logged in as: someone. Use `wandb login --relogin` to force relogin
 '''
 
+_LOG_VALUE = re.compile(r"(['\"](?:loss|eval_loss|train_loss|grad_norm|learning_rate|epoch)['\"]:\s?)(-?(?:\d[\d.e+-]*|nan|inf))")
+
+
+def transformers5_logs(text: str) -> str:
+    """The same report with its Trainer log values quoted, as transformers 5 prints them ({'loss': '0.0'})."""
+    return _LOG_VALUE.sub(lambda m: f"{m.group(1)}'{m.group(2)}'", text)
+
+
 VARIANTS = {
     "report alone (baseline)": lambda t: t,
     "+ env block": lambda t: ENV + "\n" + t,
@@ -87,6 +97,7 @@ VARIANTS = {
     "+ env + bf16 LoRA script": lambda t: ENV + SCRIPT_BF16 + "\n" + t,
     "+ bf16 LoRA script after": lambda t: t + "\n" + SCRIPT_BF16,
     "+ env + fp16 LoRA script": lambda t: ENV + SCRIPT_FP16 + "\n" + t,
+    "log values quoted (tf 5)": transformers5_logs,
 }
 
 
