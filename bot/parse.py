@@ -283,7 +283,7 @@ _STOP_MESSAGE = re.compile(
 )
 
 _RETURNED_KEYS = re.compile(r"only the following keys: ([\w ,.\[\]'\"-]{0,2000}?)\.? For reference")
-_RECEIVED = re.compile(r"the inputs it received are ([\w ,\[\]'\"-]{0,2000})")
+_RECEIVED = re.compile(r"(?:the )?inputs it received are ([\w ,\[\]'\"-]{0,2000})")
 
 _LOSS = re.compile(  # searched in the lower-cased line
     r"((?:train(?:ing)?_|eval_|val(?:idation)?_)?(?:epoch_|lm[_ ]|total_)?loss|grad[_ ]norm)['\"]?"
@@ -870,7 +870,7 @@ def _prose_facts(state: _State) -> None:
 def _loss_message_keys(messages: Iterable[str]) -> tuple[list[str] | None, list[str] | None]:
     for message in messages:
         flat = " ".join(message.split())
-        if "only the following keys" not in flat:
+        if "only the following keys" not in flat and "did not return a loss" not in flat:
             continue
         returned = _RETURNED_KEYS.search(flat)
         received = _RECEIVED.search(flat)

@@ -190,3 +190,24 @@ def test_when_nothing_fits_a_visible_failure_still_lists_possible_causes_but_cla
     assert all(is_guess(c) for c in d.candidates)
     assert "but that is a guess" in d.abstain_reason
     assert diagnose(parse_text("训练流程是默认那套，怎么改学习率？"), KB).candidates == []  # no failure shown: nothing listed
+
+
+def test_a_vision_batch_with_labels_and_no_loss_points_at_the_model_not_the_seq2seq_collator():
+    # taxonomy.md's model_requires_extra_loss_inputs signature, with no model named
+    d = diagnose(parse_text(
+        "ValueError: The model did not return a loss from the inputs, only the following keys: logits,"
+        "past_key_values,image_hidden_states. For reference, the inputs it received are "
+        "input_ids,attention_mask,pixel_values,labels.\n"), KB)
+    assert d.failure_class == "model_requires_extra_loss_inputs"
+    seq2seq = next(c for c in d.candidates if c.entry == "seq2seq-collator-creates-no-labels")
+    assert any(w.startswith("(against) the batch holds pixel_values") for w in seq2seq.why)
+    # the same message on a text-only batch keeps the collator cause first
+    d = diagnose(parse_text(
+        "ValueError: The model did not return a loss from the inputs, only the following keys: logits. "
+        "For reference, the inputs it received are input_ids,attention_mask,labels.\n"), KB)
+    assert d.failure_class == "collator_does_not_create_labels"
+
+
+def test_labels_in_another_shape_after_collation_is_the_unpadded_labels_cause():
+    d = diagnose(parse_text("My labels tensor shape differs from the input_ids shape after collation, so training fails."), KB)
+    assert d.failure_class == "labels_not_padded"

@@ -610,6 +610,15 @@ def test_loss_message_quoted_in_prose_without_prefix():
     assert report.received_inputs == ["input_ids", "attention_mask"]
 
 
+def test_loss_message_shortened_by_the_user_still_gives_the_received_inputs():
+    report = parse_text(
+        "ValueError: The model did not return a loss ... inputs it received are "
+        "input_ids,attention_mask,pixel_values,labels` (labels are there, yet no loss)"
+    )
+    assert report.returned_keys is None
+    assert report.received_inputs == ["input_ids", "attention_mask", "pixel_values", "labels"]
+
+
 def test_vscode_exception_has_occurred():
     report = parse_text("Exception has occurred: ImportError\ncannot import name 'SFTConfig' from 'trl'\n")
     assert report.exceptions == [ExceptionInfo(type="ImportError", message="cannot import name 'SFTConfig' from 'trl'")]
