@@ -136,6 +136,9 @@ def _metric(report: Report, metric: str) -> bool:
         return any(v == 0.0 for v in report.grad_norms)
     if metric == "eval_loss_nan":
         return any(math.isnan(v) for v in report.eval_losses)
+    if metric == "eval_loss_constant":  # three or more evaluations to the last digit: the weights did not change
+        finite = [v for v in report.eval_losses if math.isfinite(v) and v != 0.0]
+        return len(finite) >= 3 and len(set(finite)) == 1 and len(finite) == len(report.eval_losses)
     if metric == "loss_high":
         return any(v > 20 for v in report.losses if not math.isnan(v))
     raise ValueError(f"unknown metric {metric!r}")

@@ -58,6 +58,10 @@ def write_kb(tmp_path: Path, entries: list[dict]):
         ({"metric": "grad_norm_nan"}, Report(grad_norms=[math.nan]), True),
         ({"metric": "loss_nan"}, Report(losses=[0.0]), False),
         ({"metric": "grad_norm_inf"}, Report(grad_norms=[1.5, math.inf]), True),
+        ({"metric": "eval_loss_constant"}, Report(eval_losses=[2.3419, 2.3419, 2.3419]), True),
+        ({"metric": "eval_loss_constant"}, Report(eval_losses=[2.3419, 2.3419]), False),  # two evaluations can agree by chance
+        ({"metric": "eval_loss_constant"}, Report(eval_losses=[2.3419, 2.3419, 2.3402]), False),
+        ({"metric": "eval_loss_constant"}, Report(eval_losses=[math.nan, math.nan, math.nan]), False),  # NaN has its own metric
         ({"metric": "grad_norm_inf"}, Report(grad_norms=[math.nan]), False),
         ({"metric": "loss_inf"}, Report(losses=[math.inf]), True),
         ({"version": {"trl": ">=0.15,<0.20"}}, Report(versions={"trl": "0.19.1"}), True),
