@@ -64,7 +64,7 @@ EXAMPLE_CHARS = 3_000
 MATCH_TEXT_CHARS = 256_000
 """`text` conditions search at most this much of a paste: its head and its tail (tracebacks are at the end)."""
 FAILURE_WORDS = re.compile(
-    r"loss|\bnan\b|\binf\b|label|\bgrad|error|exception|traceback|warning|diverg|explod|spike|stuck|\bzero\b"
+    r"loss|\bnans?\b|\binfs?\b|label|\bgrad|error|exception|traceback|warning|diverg|explod|spike|stuck|\bzero\b"
     r"|wrong|broken|\bbug|fail|crash|garbage|pad(?:ding)?[ _]token|\bnot\s+(?:learn|decreas|converg|improv|work)"
     r"|(?:does|do|did)n[o']?t\s+(?:learn|decreas|converg|improv|work)"
     r"|\b(?:end|ends|ended|finish|finishes|finished|stops|stopped)\s+(?:too\s+)?(?:early|quickly|fast|after)"

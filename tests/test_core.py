@@ -211,3 +211,8 @@ def test_a_vision_batch_with_labels_and_no_loss_points_at_the_model_not_the_seq2
 def test_labels_in_another_shape_after_collation_is_the_unpadded_labels_cause():
     d = diagnose(parse_text("My labels tensor shape differs from the input_ids shape after collation, so training fails."), KB)
     assert d.failure_class == "labels_not_padded"
+
+
+def test_plural_nans_count_as_a_failure_and_as_the_fp16_symptom():
+    d = diagnose(parse_text("Our script turns fp16 on by default. I get NaNs when it's turned on; without it training is normal."), KB)
+    assert d.failure_class == "fp16_overflow_nan"
