@@ -1112,16 +1112,20 @@ def _number(text: str) -> float | None:
 
 _FEATURES = re.compile(r"\b(?:features|column_names|columns)\W{0,4}[:=]?\s{0,4}\[([^\]\n]{1,2000})\]")
 _QUOTED_NAME = re.compile(r"['\"]([A-Za-z_][\w.-]{0,60})['\"]")
+_IGNORED_COLUMNS = re.compile(r"have been ignored: ([\w, ]{1,2000}?)\.(?: |$)")
 _FRAME_HEADER = re.compile(r"^(?:[A-Za-z_][\w.]{0,60})(?:\s{2,}[A-Za-z_][\w.]{0,60}){0,11}$")
 _FRAME_ROW = re.compile(r"^\d{1,9}\s{1,40}\S")
 
 
 def _read_columns(state: _State, lines: list[str], i: int, stripped: str) -> None:
-    """Dataset columns from `print(dataset)` (`features: [...]`) and from a pandas preview's header."""
+    """Dataset columns from `print(dataset)` (`features: [...]`), from Trainer's notice about the columns it
+    ignored (`... have been ignored: text, sentiment.`) and from a pandas preview's header."""
     if "features" in stripped or "column" in stripped:
         m = _FEATURES.search(stripped)
         if m:
             cf._extend(state.facts.dataset_columns, _QUOTED_NAME.findall(m.group(1))[:50])
+        elif m := _IGNORED_COLUMNS.search(stripped):
+            cf._extend(state.facts.dataset_columns, _key_list(m.group(1))[:50])
     if i and _FRAME_ROW.match(stripped) and not _FRAME_ROW.match(lines[i - 1]) and _FRAME_HEADER.match(lines[i - 1]):
         header = lines[i - 1].split()
         if 1 <= len(header) <= 12 and not any(h in ("Step", "Epoch", "Package") for h in header):

@@ -53,6 +53,9 @@ FLAGS = {
 }  # fmt: skip
 _BOOL_TEXT = {"true": True, "false": False, "none": None}
 _INPUT_ID_COLUMNS = {"input_ids", "token_type_ids", "position_ids", "label_ids", "decoder_input_ids"}
+_CLASS_TARGET_COLUMNS = ("target", "targets", "sentiment", "category", "class", "label_id", "class_label", "emotion",
+                         "rating", "stars", "score")
+"""Columns that hold a classification dataset's targets under a name other than label / labels."""
 """Columns ending in _ids that the model or the collators take (label_ids is renamed to labels)."""
 _FROZEN_EMBEDDINGS = re.compile(r"embed\w*(?:\.\w+|\(\))*\.(?:parameters\(\)\s*:\s*\n?\s*\w+\.requires_grad\s*=\s*False|requires_grad_\(\s*False)")
 _TARGET_OUT_OF_BOUNDS = re.compile(r"Target (-?\d+) is out of bounds")
@@ -249,13 +252,18 @@ def _dataset(report: Report, current: dict[str, Any]) -> dict[str, tuple[Any, st
         found["dataset_format"] = ("tokenized", "report")
         has_labels = current["labels_mode"] if current["labels_mode"] != "none" else "input_ids"
         found["labels_mode"] = (has_labels, "report (labels column present)")
-    if fmt == "classification" and "label" in columns and "labels" not in columns:
-        found["label_column"] = ("label", "report")
+    if fmt == "classification" and "labels" not in columns:
+        if "label" in columns:
+            found["label_column"] = ("label", "report")
+        elif target := next((c for c in _CLASS_TARGET_COLUMNS if c in columns), None):
+            found["label_column"] = (target, f"report (class targets in column {target!r})")
     misnamed = sorted(c for c in columns if c.endswith("_ids") and c not in _INPUT_ID_COLUMNS)
     if fmt in ("tokenized", "tokenized_with_labels") and misnamed and "labels" not in columns:
         mode = current["labels_mode"] if current["labels_mode"] != "none" else "prompt_masked"
         found["labels_mode"] = (mode, f"report (targets in column {misnamed[0]!r})")
         found["label_column"] = (misnamed[0], "report")
+    if fmt == "classification" and "text" in columns and {"with_transform", "set_transform"} & set(report.calls):
+        found["keep_text_column"] = (True, "report (a lazy transform tokenises the raw 'text' column)")
     if fmt in ("tokenized", "tokenized_with_labels") and "text" in columns:
         found["keep_text_column"] = (True, "report (raw 'text' column beside input_ids)")
     return found

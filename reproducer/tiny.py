@@ -486,15 +486,22 @@ def _collate_drop_labels(tok):
 
 
 def _collate_reads_text(tok, max_length):
-    """A hand-written collator that tokenises the raw 'text' column itself."""
+    """A hand-written collator that tokenises the raw 'text' column itself; rows that carry a class label (an
+    integer 'labels' / 'label', as a classification dataset's transform writes it) keep it, others get LM labels."""
 
     def collate(features):
+        import torch
+
         batch = tok(
             [f["text"] for f in features], padding=True, truncation=bool(max_length),
             max_length=max_length, return_tensors="pt",
         )
-        labels = batch["input_ids"].clone()
-        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        key = next((k for k in ("labels", "label") if isinstance(features[0].get(k), int)), None)
+        if key is not None:
+            labels = torch.tensor([f[key] for f in features])
+        else:
+            labels = batch["input_ids"].clone()
+            labels[batch["attention_mask"] == 0] = IGNORE_INDEX
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
 
     return collate

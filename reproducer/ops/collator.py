@@ -29,7 +29,10 @@ def use_lm_collator(scenario: Scenario) -> Scenario:
 
 @register
 def use_seq2seq_collator(scenario: Scenario) -> Scenario:
-    """Fix: DataCollatorForSeq2Seq, which pads an existing labels column with -100."""
+    """Fix: DataCollatorForSeq2Seq, which pads an existing labels column with -100. Class labels (one integer
+    per example) need no padding: there the padding collator already passes them, and is kept."""
+    if scenario.dataset_format == "classification":
+        return changed(scenario, collator="DataCollatorWithPadding", collator_kwargs={})
     return changed(scenario, collator="DataCollatorForSeq2Seq", collator_kwargs={})
 
 

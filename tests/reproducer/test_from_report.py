@@ -293,3 +293,18 @@ def test_unsloth_seed_report_trains_on_trl_1_16_so_it_does_not_reproduce_here(fr
     baseline = run_scenario(scenario.model_dump())
     reproduced, reason = baseline_reproduces(baseline, entry.reproduce.expect, report)
     assert not reproduced and "trained without an exception" in reason
+
+
+def test_class_targets_under_another_name_become_the_label_column():
+    report = Report(dataset_columns=["text", "sentiment"], dataset_format="classification")
+    scenario, sources = build(report, {"head": "seq_cls", "dataset_format": "classification"})
+    assert scenario.label_column == "sentiment" and "sentiment" in sources["label_column"]
+    scenario, _ = build(Report(dataset_columns=["text", "label"], dataset_format="classification"), {"head": "seq_cls"})
+    assert scenario.label_column == "label"
+
+
+def test_a_lazy_transform_keeps_the_raw_text_column_of_a_classification_dataset():
+    lazy = Report(dataset_columns=["text", "label"], dataset_format="classification", calls=["set_transform"])
+    assert build(lazy, {"head": "seq_cls"})[0].keep_text_column is True
+    eager = Report(dataset_columns=["text", "label"], dataset_format="classification", calls=["map"])
+    assert build(eager, {"head": "seq_cls"})[0].keep_text_column is False  # the user's map() may have dropped it

@@ -186,3 +186,9 @@ def test_fault_on_classification(frozen_imports):
     assert "Target size" in record["exception"]["message"]
     record = run_scenario(apply_ops(CLASSIFICATION, ["float_class_labels", "cast_labels_to_int"]).model_dump())
     assert fix_verified(record, responses_only=False)[0]
+
+
+def test_seq2seq_collator_fix_keeps_the_padding_collator_for_class_labels():
+    assert apply_ops(Scenario(), ["use_seq2seq_collator"]).collator == "DataCollatorForSeq2Seq"
+    classification = Scenario(head="seq_cls", dataset_format="classification", collator="DataCollatorWithPadding")
+    assert apply_ops(classification, ["use_seq2seq_collator"]).collator == "DataCollatorWithPadding"
