@@ -1306,6 +1306,8 @@ _PROSE_LOSS = re.compile(
 
 
 _NEGATED = re.compile(r"\b(?:not|never|no longer)\b|n't|不是|没有", re.IGNORECASE)
+_APPROXIMATE = re.compile(r"\b(?:almost|nearly|close to|near|approximately|about|roughly|virtually|practically)\s+(?:to\s+)?$|~\s*$", re.IGNORECASE)
+"""A qualifier right before the value: 'drops to almost zero' reports a small loss, not a zero one."""
 
 
 def _prose_losses(parts: list[str]) -> list[float]:
@@ -1317,7 +1319,10 @@ def _prose_losses(parts: list[str]) -> list[float]:
         for m in _PROSE_LOSS.finditer(part[:200_000]):
             if _NEGATED.search(part[max(0, m.start() - 16):m.end()]):
                 continue
-            word = next(g for g in m.groups() if g).lower()
+            value_at = next(i for i in range(1, len(m.groups()) + 1) if m.group(i))
+            if _APPROXIMATE.search(part[m.start():m.start(value_at)]):
+                continue
+            word = m.group(value_at).lower()
             found.append(math.nan if word == "nan" else math.inf if word == "inf" else 0.0)
             if len(found) >= 4:
                 return found

@@ -769,6 +769,8 @@ def test_model_class_named_by_a_forward_error_is_read():
         ("训练时 loss 一直是0", [0.0]),
         ("the loss is not zero, it is 1.5", []),
         ("loss is 0.5 at the start", []),
+        ("training loss drops to almost zero, validation loss climbs", []),  # a small loss, not a zero one
+        ("the loss goes to nearly 0 after 100 steps", []),
         ("the loss becomes nan\n{'loss': 1.2, 'epoch': 0.1}", [1.2]),  # logged values win over prose
     ],
 )
