@@ -36,6 +36,8 @@ AGAINST = "(against)"
 """Prefix of a reason that counts against the candidate."""
 SETUP_ONLY = "set-up only"
 """Marks a reason that only describes the set-up and was not counted (no sign of the failure)."""
+OUTWEIGHED = "outweighed by the evidence against"
+"""Marks a reason whose weight the evidence against the same entry cancels: it is shown, not counted."""
 ALTERNATIVE = "a weaker alternative: some of its evidence or wording fits, not enough to rank it higher"
 """The last reason of a candidate listed only as 'also possible' (see `_alternatives`)."""
 LOOK_ALIKE_MARGIN = 0.2
@@ -463,6 +465,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
             continue
         near = score >= NEAR_EVIDENCE * entry.min_score
         if top_raw >= LEXICAL_ONLY_MIN_RAW and (lex >= 0.6 * top_raw or near) and score >= 0:
+            if score == 0:
+                why = [w if w.startswith(AGAINST) or SETUP_ONLY in w else f"{w} ({OUTWEIGHED})" for w in why]
             lexical_only.append(
                 _candidate(entry, round(score * 0.25 + bonus, 3),
                            [*why, f"{WORDING_ONLY} (lexical {lex:.1f})"])
@@ -495,7 +499,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
 def has_evidence(candidate: Candidate) -> bool:
     """Whether anything beyond the report's wording speaks for the candidate (set-up alone and
     evidence against it do not)."""
-    return any(not w.startswith((WORDING_ONLY, AGAINST)) and SETUP_ONLY not in w for w in candidate.why)
+    return any(not w.startswith((WORDING_ONLY, AGAINST)) and SETUP_ONLY not in w and OUTWEIGHED not in w
+               for w in candidate.why)
 
 
 def is_guess(candidate: Candidate) -> bool:

@@ -302,6 +302,30 @@ def test_an_entry_with_most_of_its_evidence_joins_a_lexical_only_list(tmp_path):
     assert "far" not in ranked or any("a weaker alternative" in w for w in ranked["far"].why)
 
 
+def test_evidence_cancelled_by_evidence_against_is_not_a_diagnosis(tmp_path):
+    """An entry whose reasons for and against sum to nothing stays on the list on its wording, but as
+    a guess: the report is not diagnosed on it. With the reason against gone, the same wording and
+    symptom make it a (weak) diagnosis."""
+    from knowledge.matcher import OUTWEIGHED, is_guess
+
+    prose = "CUDA error: device-side assert triggered while fine-tuning my token classification model on invoices"
+    evidence = [
+        {"why": "a device-side assert", "when": {"text": "device-side assert"}, "weight": 1.5},
+        {"why": "an input outside its embedding table", "when": {"text": "bbox"}, "weight": -1.5},
+    ]
+    kb = write_kb(tmp_path, [
+        entry("labels", "label_out_of_bounds", evidence, min_score=3,
+              keywords="device-side assert token classification label ids num_labels invoices fine-tuning"),
+        *[entry(f"filler-{i}", "pad_token_missing", [{"why": "w", "when": {"text": f"zzz{i}"}}], keywords=words)
+          for i, words in enumerate(FILLER)],
+    ])
+    cancelled = rank(Report(text=prose + ", some bbox values are negative"), kb)[0]
+    assert cancelled.entry == "labels" and is_guess(cancelled)
+    assert f"a device-side assert ({OUTWEIGHED})" in cancelled.why
+    counted = rank(Report(text=prose), kb)[0]
+    assert counted.entry == "labels" and not is_guess(counted)
+
+
 def test_a_set_up_that_fits_is_not_evidence_without_a_sign_of_the_failure(tmp_path):
     """Flags, versions and the model say what was run, not what went wrong: alone they name no cause;
     with a sign of the failure (here the checkpoint warning) they add to it."""
