@@ -21,7 +21,7 @@ LEXICAL_WEIGHT = 1.0
 """At most this much is added to an entry's evidence score for word overlap with the report."""
 LEXICAL_MIN_RAW = 4.0
 """Below this raw BM25 score the lexical signal is noise and adds nothing."""
-LEXICAL_ONLY_MIN_RAW = 9.0
+LEXICAL_ONLY_MIN_RAW = 8.5
 """When no entry has enough structured evidence, a lexical-only candidate needs this raw BM25 score."""
 LEXICAL_QUERY_CHARS = 32_000
 """Only the head and tail of a huge paste feed the lexical query (time stays bounded)."""
