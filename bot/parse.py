@@ -1319,7 +1319,7 @@ def _prose_losses(parts: list[str]) -> list[float]:
         for m in _PROSE_LOSS.finditer(part[:200_000]):
             if _NEGATED.search(part[max(0, m.start() - 16):m.end()]):
                 continue
-            value_at = next(i for i in range(1, len(m.groups()) + 1) if m.group(i))
+            value_at = m.lastindex or 0  # every group of _PROSE_LOSS is the value; one matches
             if _APPROXIMATE.search(part[m.start():m.start(value_at)]):
                 continue
             word = m.group(value_at).lower()
