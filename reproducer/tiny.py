@@ -489,9 +489,9 @@ def _collate_reads_text(tok, max_length):
     """A hand-written collator that tokenises the raw 'text' column itself; rows that carry a class label (an
     integer 'labels' / 'label', as a classification dataset's transform writes it) keep it, others get LM labels."""
 
-    def collate(features):
-        import torch
+    import torch
 
+    def collate(features):
         batch = tok(
             [f["text"] for f in features], padding=True, truncation=bool(max_length),
             max_length=max_length, return_tensors="pt",
