@@ -216,3 +216,37 @@ def test_labels_in_another_shape_after_collation_is_the_unpadded_labels_cause():
 def test_plural_nans_count_as_a_failure_and_as_the_fp16_symptom():
     d = diagnose(parse_text("Our script turns fp16 on by default. I get NaNs when it's turned on; without it training is normal."), KB)
     assert d.failure_class == "fp16_overflow_nan"
+
+
+def test_integer_multi_hot_targets_of_any_integer_dtype_point_at_the_label_dtype():
+    d = diagnose(parse_text(
+        "loss = F.cross_entropy(pred, label)\n"
+        "RuntimeError: Expected floating point type for target with class probabilities, got Char\n"), KB)
+    assert d.failure_class == "classification_label_dtype"
+
+
+def test_layoutlm_bbox_range_error_is_not_a_label_out_of_range():
+    d = diagnose(parse_text(
+        "Fine-tuning LayoutLMv2ForTokenClassification, CUDA error: device-side assert triggered. On CPU:\n"
+        "IndexError: The `bbox` coordinate values should be within 0-1000 range.\n"), KB)
+    assert d.failure_class != "label_out_of_bounds"
+    labels = next((c for c in d.candidates if c.entry == "class-label-outside-num-labels"), None)
+    assert labels is not None and any(w.startswith("(against)") and "bbox" in w for w in labels.why)
+
+
+def test_asking_whether_the_checkpoint_warning_is_expected_is_not_the_checkpointing_failure():
+    d = diagnose(parse_text(
+        "During LoRA training of Qwen2-VL (unfreeze_vision_tower=False) the log is full of:\n"
+        "/x/torch/utils/checkpoint.py:87: UserWarning: None of the inputs have requires_grad=True. Gradients will be None\n"
+        "  warnings.warn(\n"
+        "I want to know if this situation is correct and meets expectations?\n"), KB)
+    assert d.failure_class is None
+
+
+def test_labels_said_to_need_padding_by_hand_with_the_padding_collator_is_the_unpadded_labels_cause():
+    d = diagnose(parse_text(
+        "My features already hold input_ids, attention_mask and labels of different lengths.\n"
+        "collator = DataCollatorWithPadding(tokenizer=tokenizer, return_tensors='pt')\n"
+        "input_ids come out padded, but the batch can't be built once the labels are there; "
+        "I have to pad the labels myself to make it run.\n"), KB)
+    assert d.failure_class == "labels_not_padded"
