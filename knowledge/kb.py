@@ -3,12 +3,15 @@
     entries/<id>/entry.yaml     the entry (knowledge.schema.Entry)
     entries/<id>/match/*.txt    pastes that must rank this entry first
     entries/<id>/no-match/*.txt near-misses that must not
+    entries/patterns.yaml       regex fragments shared by several entries: a condition's regex
+                                names one as {{name}} and loading puts it in, as a group
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +22,8 @@ from bot.errors import KnowledgeBaseError
 from knowledge.schema import Entry
 
 ENTRIES_DIR = Path(__file__).parent / "entries"
+PATTERNS_FILE = "patterns.yaml"
+_PATTERN_NAME = re.compile(r"\{\{(\w+)\}\}")
 
 
 @dataclass(frozen=True)
@@ -58,14 +63,62 @@ class KnowledgeBase:
         return found
 
 
-def load_entry(path: Path) -> Entry:
-    """Read and validate one ``entry.yaml``; errors name the file and the field."""
+def _read_yaml(path: Path) -> object:
     import yaml  # only needed when the knowledge-base snapshot is missing or stale
 
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise KnowledgeBaseError(f"{path}: cannot read YAML: {exc}") from exc
+
+
+def load_patterns(directory: Path) -> dict[str, str]:
+    """The shared regex fragments (``patterns.yaml``: name -> regex); none when the file is absent."""
+    path = directory / PATTERNS_FILE
+    if not path.is_file():
+        return {}
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and re.fullmatch(r"\w+", k) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise KnowledgeBaseError(f"{path}: expected a mapping of names (letters, digits, _) to regex strings")
+    for name, regex in data.items():
+        if _PATTERN_NAME.search(regex):
+            raise KnowledgeBaseError(f"{path}: pattern {name!r} names another pattern; write it out")
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise KnowledgeBaseError(f"{path}: pattern {name!r} is not a valid regex: {exc}") from exc
+    return data
+
+
+def _put_in_patterns(value: object, patterns: dict[str, str], path: Path) -> object:
+    """`value` with each {{name}} in its strings replaced by the named pattern, as a group."""
+    if isinstance(value, str):
+        def pattern(m: re.Match) -> str:
+            if m.group(1) not in patterns:
+                raise KnowledgeBaseError(f"{path}: no shared pattern {m.group(1)!r} in {PATTERNS_FILE}")
+            return f"(?:{patterns[m.group(1)]})"
+        return _PATTERN_NAME.sub(pattern, value)
+    if isinstance(value, dict):
+        return {k: _put_in_patterns(v, patterns, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_put_in_patterns(v, patterns, path) for v in value]
+    return value
+
+
+def load_entry(path: Path, patterns: dict[str, str] | None = None) -> Entry:
+    """Read and validate one ``entry.yaml``; errors name the file and the field.
+
+    `patterns` are the shared regex fragments its conditions may name (default: those of the
+    entry's knowledge base)."""
+    data = _read_yaml(path)
+    if patterns is None:
+        patterns = load_patterns(path.parent.parent)
+    if isinstance(data, dict):
+        for section in ("evidence", "requires", "excludes"):
+            if section in data:
+                data[section] = _put_in_patterns(data[section], patterns, path)
     try:
         entry = Entry.model_validate(data)
     except ValidationError as exc:
@@ -77,7 +130,8 @@ def load_entry(path: Path) -> Entry:
 
 def load_kb(directory: Path | None = None) -> KnowledgeBase:
     directory = directory or ENTRIES_DIR
-    entries = tuple(load_entry(p) for p in sorted(directory.glob("*/entry.yaml")))
+    patterns = load_patterns(directory)
+    entries = tuple(load_entry(p, patterns) for p in sorted(directory.glob("*/entry.yaml")))
     return KnowledgeBase(entries=entries, directory=directory)
 
 

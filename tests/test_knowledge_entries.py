@@ -34,3 +34,32 @@ def test_every_failure_class_has_an_entry():
 def test_kb_check_reports_no_problem():
     problems, _ = check_kb(KB)
     assert problems == []
+
+
+def test_shared_patterns_are_put_into_every_entry_that_names_them():
+    """The checkpoint-warning pair weighs the same question in opposite directions; both read it
+    from patterns.yaml, so it cannot drift apart in one of them."""
+    from knowledge.kb import ENTRIES_DIR, load_patterns
+
+    patterns = load_patterns(ENTRIES_DIR)
+    asks = f"(?:{patterns['asks_if_harmless']})"
+    users = [e.id for e in KB.entries if any(s.when.text and asks in s.when.text for s in e.evidence)]
+    assert {"benign-training-warning", "gradient-checkpointing-loss-has-no-grad-fn"} <= set(users)
+    assert not any("{{" in (s.when.text or "") for e in KB.entries for s in e.evidence)
+
+
+def test_unknown_or_bad_shared_pattern_is_a_clear_error(tmp_path):
+    import shutil
+
+    from bot.errors import KnowledgeBaseError
+    from knowledge.kb import ENTRIES_DIR, load_kb
+
+    entries = tmp_path / "entries"
+    shutil.copytree(ENTRIES_DIR, entries)
+    target = entries / "benign-training-warning" / "entry.yaml"
+    target.write_text(target.read_text().replace("{{asks_if_harmless}}", "{{no_such_pattern}}", 1))
+    with pytest.raises(KnowledgeBaseError, match=r"benign-training-warning.*no shared pattern 'no_such_pattern'"):
+        load_kb(entries)
+    (entries / "patterns.yaml").write_text("broken: '(unclosed'\n")
+    with pytest.raises(KnowledgeBaseError, match=r"patterns.yaml: pattern 'broken' is not a valid regex"):
+        load_kb(entries)
