@@ -55,8 +55,9 @@ _BOOL_TEXT = {"true": True, "false": False, "none": None}
 _INPUT_ID_COLUMNS = {"input_ids", "token_type_ids", "position_ids", "label_ids", "decoder_input_ids"}
 """Columns ending in _ids that the model or the collators take (label_ids is renamed to labels)."""
 _CLASS_TARGET_COLUMNS = ("target", "targets", "sentiment", "category", "class", "label_id", "class_label", "emotion",
-                         "rating", "stars", "score")
-"""Columns that hold a classification dataset's targets under a name other than label / labels."""
+                         "rating", "stars", "y", "score")
+"""Columns that hold a classification dataset's targets under a name other than label / labels (the
+same names as the misnamed-labels-column-dropped entry's evidence; a test keeps them equal)."""
 _FROZEN_EMBEDDINGS = re.compile(r"embed\w*(?:\.\w+|\(\))*\.(?:parameters\(\)\s*:\s*\n?\s*\w+\.requires_grad\s*=\s*False|requires_grad_\(\s*False)")
 _TARGET_OUT_OF_BOUNDS = re.compile(r"Target (-?\d+) is out of bounds")
 _WRITES_LABELS = re.compile(r"""["']labels["']\s*(?:\]\s*=|:)""")

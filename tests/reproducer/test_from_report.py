@@ -295,6 +295,14 @@ def test_unsloth_seed_report_trains_on_trl_1_16_so_it_does_not_reproduce_here(fr
     assert not reproduced and "trained without an exception" in reason
 
 
+def test_class_target_names_are_those_the_misnamed_column_entry_matches():
+    from reproducer.from_report import _CLASS_TARGET_COLUMNS
+
+    entry = Entry.model_validate(yaml.safe_load((ENTRIES / "misnamed-labels-column-dropped" / "entry.yaml").read_text()))
+    named = [s.when.dataset_column for s in entry.evidence if s.when.dataset_column and "did not return" in (s.when.exception or "")]
+    assert named and set(named[0]) == set(_CLASS_TARGET_COLUMNS)
+
+
 def test_class_targets_under_another_name_become_the_label_column():
     report = Report(dataset_columns=["text", "sentiment"], dataset_format="classification")
     scenario, sources = build(report, {"head": "seq_cls", "dataset_format": "classification"})
