@@ -230,8 +230,13 @@ def test_layoutlm_bbox_range_error_is_not_a_label_out_of_range():
         "Fine-tuning LayoutLMv2ForTokenClassification, CUDA error: device-side assert triggered. On CPU:\n"
         "IndexError: The `bbox` coordinate values should be within 0-1000 range.\n"), KB)
     assert d.failure_class != "label_out_of_bounds"
-    labels = next((c for c in d.candidates if c.entry == "class-label-outside-num-labels"), None)
-    assert labels is not None and any(w.startswith("(against)") and "bbox" in w for w in labels.why)
+    # the bbox message itself counts against the label-out-of-range entry (whether or not its wording lists it)
+    from knowledge.matcher import evidence_score
+
+    report = parse_text("CUDA error: device-side assert triggered. On CPU:\n"
+                        "IndexError: The `bbox` coordinate values should be within 0-1000 range.\n")
+    scored = evidence_score(KB.get("class-label-outside-num-labels"), report)
+    assert scored is not None and any(w.startswith("(against)") and "bbox" in w for w in scored[1])
 
 
 def test_asking_whether_the_checkpoint_warning_is_expected_is_not_the_checkpointing_failure():
@@ -250,3 +255,19 @@ def test_labels_said_to_need_padding_by_hand_with_the_padding_collator_is_the_un
         "input_ids come out padded, but the batch can't be built once the labels are there; "
         "I have to pad the labels myself to make it run.\n"), KB)
     assert d.failure_class == "labels_not_padded"
+
+
+def test_device_clash_inside_library_loss_code_is_a_library_bug_and_in_model_code_a_split_model():
+    clash = "RuntimeError: Expected all tensors to be on the same device, but found at least two devices, cuda:1 and cuda:0!\n"
+    library = diagnose(parse_text(
+        "model loaded with device_map='auto' on 2 GPUs\n"
+        '  File "/venv/lib/python3.11/site-packages/transformers/loss/loss_utils.py", line 28, in fixed_cross_entropy\n'
+        "    loss = loss / num_items_in_batch\n" + clash), KB)
+    assert library.failure_class == "library_bug_loss_path"
+    assert "distributed_setup_issue" in [c.failure_class for c in library.candidates[:3]]
+    remote = diagnose(parse_text(
+        "model loaded with device_map='auto' on 2 GPUs\n"
+        '  File "/root/.cache/huggingface/modules/transformers_modules/chatglm2-6b/modeling_chatglm.py", line 957, in forward\n'
+        "    loss = loss_fct(shift_logits.view(-1, shift_logits.size(-1)), shift_labels.view(-1))\n"
+        + clash.replace("!\n", "! (when checking argument for argument target in method wrapper_CUDA_nll_loss_forward)\n")), KB)
+    assert remote.failure_class == "distributed_setup_issue"
