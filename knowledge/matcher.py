@@ -141,6 +141,10 @@ def _metric(report: Report, metric: str) -> bool:
     if metric == "eval_loss_constant":  # three or more evaluations to the last digit: the weights did not change
         finite = [v for v in report.eval_losses if math.isfinite(v) and v != 0.0]
         return len(finite) >= 3 and len(set(finite)) == 1 and len(finite) == len(report.eval_losses)
+    if metric == "loss_falls":  # a finite, non-zero training loss that ends clearly below where it began: the weights learn
+        logged = report.losses
+        return (len(logged) >= 3 and all(math.isfinite(v) and v > 0.0 for v in logged)
+                and logged[-1] < 0.9 * logged[0])
     if metric == "loss_high":
         return any(v > 20 for v in report.losses if not math.isnan(v))
     raise ValueError(f"unknown metric {metric!r}")

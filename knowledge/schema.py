@@ -44,7 +44,7 @@ FAILURE_CLASSES = (
 
 Metric = Literal[
     "loss_zero", "loss_nan", "loss_inf", "grad_norm_nan", "grad_norm_inf", "grad_norm_zero", "eval_loss_nan", "loss_high",
-    "eval_loss_constant",
+    "eval_loss_constant", "loss_falls",
 ]
 
 

@@ -62,6 +62,11 @@ def write_kb(tmp_path: Path, entries: list[dict]):
         ({"metric": "eval_loss_constant"}, Report(eval_losses=[2.3419, 2.3419]), False),  # two evaluations can agree by chance
         ({"metric": "eval_loss_constant"}, Report(eval_losses=[2.3419, 2.3419, 2.3402]), False),
         ({"metric": "eval_loss_constant"}, Report(eval_losses=[math.nan, math.nan, math.nan]), False),  # NaN has its own metric
+        ({"metric": "loss_falls"}, Report(losses=[1.62, 1.21, 1.17, 1.16]), True),
+        ({"metric": "loss_falls"}, Report(losses=[1.62, 1.6, 1.61]), False),  # flat: not learning
+        ({"metric": "loss_falls"}, Report(losses=[1.62, 1.2, 0.0]), False),  # a collapse to 0 is a failure, not learning
+        ({"metric": "loss_falls"}, Report(losses=[1.62, 1.2, math.nan]), False),
+        ({"metric": "loss_falls"}, Report(losses=[1.62, 1.2]), False),  # two values say little
         ({"metric": "grad_norm_inf"}, Report(grad_norms=[math.nan]), False),
         ({"metric": "loss_inf"}, Report(losses=[math.inf]), True),
         ({"version": {"trl": ">=0.15,<0.20"}}, Report(versions={"trl": "0.19.1"}), True),
