@@ -271,3 +271,26 @@ def test_device_clash_inside_library_loss_code_is_a_library_bug_and_in_model_cod
         "    loss = loss_fct(shift_logits.view(-1, shift_logits.size(-1)), shift_labels.view(-1))\n"
         + clash.replace("!\n", "! (when checking argument for argument target in method wrapper_CUDA_nll_loss_forward)\n")), KB)
     assert remote.failure_class == "distributed_setup_issue"
+
+
+def test_num_labels_set_to_the_largest_label_with_a_nan_loss_is_a_label_out_of_range():
+    d = diagnose(parse_text(
+        "TFBertForSequenceClassification, loss becomes nan after a while\n"
+        "```python\n"
+        "num_labels = max(max(train_label), max(test_label))\n"
+        'config = BertConfig.from_pretrained("bert-base-cased", num_labels=num_labels)\n'
+        "```\n"
+        " 1200/10000 [==>....] - loss: 1.9731 - accuracy: 0.2342\n"
+        " 2400/10000 [=====>..] - loss: nan - accuracy: 0.2371\n"), KB)
+    assert d.failure_class == "label_out_of_bounds"
+    fixed = diagnose(parse_text("num_labels = max(train_label) + 1\n loss: nan\n"), KB)
+    assert not any("largest label value" in w for c in fixed.candidates for w in c.why)
+
+
+def test_old_torch_refusing_long_tensors_in_bce_with_logits_is_the_integer_target_mix_up():
+    d = diagnose(parse_text(
+        "batch_loss = torch.nn.BCEWithLogitsLoss()(preds, labels)\n"
+        '  File "/usr/local/lib/python3.7/site-packages/torch/nn/functional.py", line 2435, in binary_cross_entropy_with_logits\n'
+        "    return torch.binary_cross_entropy_with_logits(input, target, weight, pos_weight, reduction_enum)\n"
+        "RuntimeError: _th_exp_out not supported on CUDAType for Long\n"), KB)
+    assert d.failure_class == "classification_label_dtype"
