@@ -6,9 +6,9 @@ import gc
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bot.models import ExceptionInfo, Report
+from knowledge.kb import load_entry
 from knowledge.schema import Entry, Op
 from reproducer.checks import baseline_reproduces, fix_verified
 from reproducer.child import run_scenario
@@ -248,7 +248,7 @@ def test_two_reports_of_one_entry_with_other_collators_or_data_give_other_scenar
 
 
 def _entry(entry_id: str) -> Entry:
-    return Entry.model_validate(yaml.safe_load((ENTRIES / entry_id / "entry.yaml").read_text()))
+    return load_entry(ENTRIES / entry_id / "entry.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_unsloth_seed_report_trains_on_trl_1_16_so_it_does_not_reproduce_here(fr
 def test_class_target_names_are_those_the_misnamed_column_entry_matches():
     from reproducer.from_report import _CLASS_TARGET_COLUMNS
 
-    entry = Entry.model_validate(yaml.safe_load((ENTRIES / "misnamed-labels-column-dropped" / "entry.yaml").read_text()))
+    entry = _entry("misnamed-labels-column-dropped")
     named = [s.when.dataset_column for s in entry.evidence if s.when.dataset_column and "did not return" in (s.when.exception or "")]
     assert named and set(named[0]) == set(_CLASS_TARGET_COLUMNS)
 

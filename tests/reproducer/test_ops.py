@@ -7,9 +7,9 @@ import inspect
 from pathlib import Path
 
 import pytest
-import yaml
 
-from knowledge.schema import Entry, Expect, Op
+from knowledge.kb import load_kb
+from knowledge.schema import Expect, Op
 from reproducer.checks import baseline_reproduces, fix_verified
 from reproducer.child import run_scenario
 from reproducer.ops import OPS, UnknownOpError, apply_op, apply_ops
@@ -31,8 +31,7 @@ CLASSIFICATION = Scenario(head="seq_cls", dataset_format="classification", num_l
 
 def _kb_op_names() -> set[str]:
     names = set()
-    for path in ENTRIES.glob("*/entry.yaml"):
-        entry = Entry.model_validate(yaml.safe_load(path.read_text()))
+    for entry in load_kb(ENTRIES).entries:
         names |= {op.op for fix in entry.fixes for op in fix.ops}
         names |= {op.op for op in entry.reproduce.faults}
     return names
