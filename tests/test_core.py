@@ -294,3 +294,19 @@ def test_old_torch_refusing_long_tensors_in_bce_with_logits_is_the_integer_targe
         "    return torch.binary_cross_entropy_with_logits(input, target, weight, pos_weight, reduction_enum)\n"
         "RuntimeError: _th_exp_out not supported on CUDAType for Long\n"), KB)
     assert d.failure_class == "classification_label_dtype"
+
+
+def test_a_loss_that_falls_counts_against_the_zero_gradient_fused_loss():
+    """'The same curve whatever the learning rate' suggests updates that never reach the weights, unless the
+    logged loss itself falls: then they do (a plateau, a tuning question)."""
+    from knowledge.matcher import evidence_score
+
+    def score(losses: str) -> tuple[float, list[str]]:
+        report = parse_text(f"LoRA r=4, lr 3e-4.\n{losses}\nTried again with lr 2e-5 and the curve is exactly the same.\n")
+        return evidence_score(KB.get("unsloth-fused-loss-zero-gradients"), report)
+
+    flat = score("step 50 loss 1.62\nstep 100 loss 1.62\nstep 150 loss 1.61\nstep 200 loss 1.62")
+    falling = score("step 50 loss 1.62\nstep 100 loss 1.21\nstep 150 loss 1.17\nstep 200 loss 1.15")
+    assert not any(w.startswith("(against)") for w in flat[1])
+    assert any(w.startswith("(against)") and "falls" in w for w in falling[1])
+    assert falling[0] < flat[0]
