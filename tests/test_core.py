@@ -294,6 +294,7 @@ def test_old_torch_refusing_long_tensors_in_bce_with_logits_is_the_integer_targe
         "    return torch.binary_cross_entropy_with_logits(input, target, weight, pos_weight, reduction_enum)\n"
         "RuntimeError: _th_exp_out not supported on CUDAType for Long\n"), KB)
     assert d.failure_class == "classification_label_dtype"
+    assert any("older torch" in w for w in d.candidates[0].why)
 
 
 def test_a_loss_that_falls_counts_against_the_zero_gradient_fused_loss():
