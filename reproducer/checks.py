@@ -15,10 +15,11 @@ from knowledge.schema import Expect
 RANDOM_GUESS_LOSS = math.log(512)
 """Cross-entropy of a uniform guess over the tiny tokenizer's 512 tokens (about 6.24)."""
 HIGH_LOSS = 1.5 * RANDOM_GUESS_LOSS
-INCIDENTAL_KEYS = {"past_key_values", "cache", "num_items_in_batch", "token_type_ids"}
+INCIDENTAL_KEYS = {"past_key_values", "cache", "num_items_in_batch", "token_type_ids", "attention_mask"}
 """Keys that differ between stacks or tokenizers, not between causes: transformers 4.x returns
 past_key_values, 5.x cache; Trainer forwards num_items_in_batch to models whose forward takes
-**kwargs; BERT-style tokenizers add token_type_ids, the tiny model's tokenizer does not."""
+**kwargs; BERT-style tokenizers add token_type_ids, the tiny model's tokenizer does not; some
+tokenizers (SigLIP's) return no attention_mask, the tiny model's always does."""
 _KEYS_RE = re.compile(r"only the following keys: ([\w,]*)\. For reference, the inputs it received are ([\w,]*)\.")
 
 

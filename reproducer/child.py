@@ -57,7 +57,8 @@ class RunLog:
     ``losses`` holds one raw value per optimizer step: the sum of what training_step
     returned for its micro-batches, i.e. the step loss Trainer logs before its NaN/inf
     filter. ``supervised_tokens`` counts labels != -100 in the batches the model received
-    (for classification, every label).
+    (for classification, every label; for a contrastive model asked for its loss, every
+    image-text pair, whose target is its own match in the batch).
     """
 
     def __init__(self, marker: list[int] | None, classification: bool):
@@ -74,6 +75,9 @@ class RunLog:
 
         labels = inputs.get("labels") if hasattr(inputs, "get") else None
         if not isinstance(labels, torch.Tensor):
+            pairs = inputs.get("input_ids") if hasattr(inputs, "get") and inputs.get("return_loss") else None
+            if isinstance(pairs, torch.Tensor):
+                self.supervised_tokens += int(pairs.shape[0])
             return
         if self.classification:
             self.supervised_tokens += int(labels.numel())

@@ -22,9 +22,10 @@ FAMILIES = {
     "mixtral": "mistral", "gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "phi3": "phi3", "phi": "phi3",
     "gpt2": "gpt2", "gpt_neox": "gpt_neox", "t5": "t5", "mt5": "t5", "bart": "bart", "mbart": "bart",
     "bert": "bert", "distilbert": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
+    "clip": "clip", "chinese_clip": "clip", "clap": "clip", "siglip": "clip", "siglip2": "clip", "altclip": "clip",
 }  # fmt: skip
 _NAME_FAMILIES = [  # (regex on a lower-cased model name or class, family); first match wins
-    (r"qwen|qwq", "qwen2"), (r"gpt[-_]?neox|pythia", "gpt_neox"), (r"gpt-?2|dialogpt", "gpt2"),
+    (r"clip|\bclap|siglip", "clip"), (r"qwen|qwq", "qwen2"), (r"gpt[-_]?neox|pythia", "gpt_neox"), (r"gpt-?2|dialogpt", "gpt2"),
     (r"phi", "phi3"), (r"gemma", "gemma"), (r"mistral|mixtral|zephyr", "mistral"),
     (r"llama|vicuna|alpaca|smollm", "llama"), (r"\bt5|mt5|flan", "t5"), (r"bart", "bart"),
     (r"roberta", "roberta"), (r"bert", "bert"),
@@ -52,6 +53,7 @@ FLAGS = {
     "attn_implementation": "attn_implementation",
 }  # fmt: skip
 _BOOL_TEXT = {"true": True, "false": False, "none": None}
+_RETURN_LOSS_TRUE = re.compile(r"""\breturn_loss["']?\s*[=:]\s*True\b""")
 _INPUT_ID_COLUMNS = {"input_ids", "token_type_ids", "position_ids", "label_ids", "decoder_input_ids"}
 """Columns ending in _ids that the model or the collators take (label_ids is renamed to labels)."""
 _CLASS_TARGET_COLUMNS = ("target", "targets", "sentiment", "category", "class", "label_id", "class_label", "emotion",
@@ -287,11 +289,18 @@ def _consequences(report: Report, found: dict[str, tuple[Any, str]], current: di
       token ids and no labels column;
     - assistant_only_loss works on conversational data only, so the dataset holds messages;
     - default_data_collator cannot pad, so rows that reached the model were padded to one length;
+    - a contrastive model (CLIP, CLAP, SigLIP) trains on image-text pairs, with return_loss=True
+      where the paste passes it;
     - with SFTTrainer and no collator named, an entry's default LM collator stands for "a collator
       that tensorises every column"; trl >= 1.7 writes a labels column that the LM collator's
       tokenizer.pad cannot pad, so DataCollatorForSeq2Seq (which pads labels with -100) stands in.
     """
     out: dict[str, tuple[Any, str]] = {}
+    family, family_source = found.get("family", (current["family"], ""))
+    if family == "clip":
+        out["dataset_format"] = ("image_text", f"{family_source or 'default'} (a contrastive model trains on image-text pairs)")
+        if _RETURN_LOSS_TRUE.search(report.text):
+            out["return_loss"] = (True, "report (return_loss=True)")
     collator, source = found.get("collator", (None, ""))
     trainer, trainer_source = found.get("trainer", (None, ""))
     if (trainer == "SFTTrainer" and trainer_source.startswith("report") and collator is None

@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Family = Literal["llama", "qwen2", "mistral", "gemma", "phi3", "gpt2", "gpt_neox", "t5", "bart", "bert", "roberta"]
+# clip: a tiny CLIPModel (text and vision towers); it stands in for other contrastive models (CLAP, SigLIP)
+Family = Literal["llama", "qwen2", "mistral", "gemma", "phi3", "gpt2", "gpt_neox", "t5", "bart", "bert", "roberta", "clip"]
 Head = Literal["causal_lm", "base", "seq_cls", "seq2seq", "masked_lm", "pretraining"]
 """`pretraining`: the encoder pre-training class (BertForPreTraining: masked LM plus next-sentence heads)."""
 TrainerName = Literal["Trainer", "Seq2SeqTrainer", "SFTTrainer"]
@@ -26,7 +27,8 @@ Collator = Literal[
     "custom_drop_labels",  # a hand-written collator that pads input_ids/attention_mask only
     "custom_reads_text",  # a hand-written collator that tokenises the raw 'text' column itself
 ]
-DatasetFormat = Literal["text", "messages", "prompt_completion", "tokenized", "classification"]
+DatasetFormat = Literal["text", "messages", "prompt_completion", "tokenized", "classification", "image_text"]
+"""`image_text`: tokenised captions with `pixel_values`, the image-text pairs a contrastive model trains on."""
 LabelsMode = Literal[
     "none",  # no labels column
     "input_ids",  # labels = input_ids (same length)
@@ -61,6 +63,8 @@ class Scenario(BaseModel):
     """Trainer(processing_class=tokenizer); affects the default collator and pad-token patching."""
     collator: Collator = "default"
     collator_kwargs: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    return_loss: bool = False
+    """Every batch carries return_loss=True: contrastive models (CLIP, CLAP, SigLIP) compute their loss only then."""
     response_template: str | None = None
     """Completion-only marker as the user wrote it (text)."""
     response_template_in_context: bool = False

@@ -34,6 +34,8 @@ WORDS = (
     "and or but with from over under near far into onto about after before because "
     "what where when why how which who is are was were will can may must should"
 ).split()
+IMAGE_SIZE = 32
+"""Side of the tiny contrastive model's square images (4 x 4 patches of 8 pixels)."""
 LABEL_NAMES = ["negative", "positive", "neutral", "mixed", "unknown", "other", "spam", "ham"]
 
 _CHAT_TEMPLATE = (
@@ -246,14 +248,27 @@ def _pad_row(row: dict, s: dict, tok) -> None:
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     fill = {"input_ids": pad, "attention_mask": 0}
     for key, value in list(row.items()):
-        if isinstance(value, list) and key != "text":
+        if isinstance(value, list) and key not in ("text", "pixel_values"):
             row[key] = (value + [fill.get(key, IGNORE_INDEX)] * length)[:length]
+
+
+def _image_text_row(s: dict, tok, caption: str, rng: random.Random) -> dict:
+    """A tokenised caption and a random image (channels x IMAGE_SIZE x IMAGE_SIZE), as a processor returns them."""
+    ids = _truncate(tok.encode(caption, add_special_tokens=False), s)
+    pixels = [[[rng.random() for _ in range(IMAGE_SIZE)] for _ in range(IMAGE_SIZE)] for _ in range(3)]
+    row = {"input_ids": ids, "attention_mask": [1] * len(ids), "pixel_values": pixels}
+    if s.get("padded_rows"):
+        _pad_row(row, s, tok)
+    return row
 
 
 def build_rows(s: dict, tok) -> list[dict]:
     """The synthetic dataset rows for the scenario's `dataset_format`."""
     rows = []
     pairs = _prompts_and_responses(s)
+    if s["dataset_format"] == "image_text":
+        rng = random.Random(s["seed"])
+        return [_image_text_row(s, tok, prompt, rng) for prompt, _ in pairs]
     if s["dataset_format"] == "classification":
         for (prompt, _), label in zip(pairs, _class_labels(s)):
             ids = _truncate(tok.encode(prompt, add_special_tokens=False), s)
@@ -356,6 +371,10 @@ def build_config(s: dict, tok):
         config = tf.BertConfig(**encoder, **ids)
     elif family == "roberta":
         config = tf.RobertaConfig(**{**encoder, "max_position_embeddings": 258}, **ids)
+    elif family == "clip":
+        vision = {**encoder, "image_size": IMAGE_SIZE, "patch_size": 8}
+        del vision["max_position_embeddings"]
+        config = tf.CLIPConfig(text_config={**encoder, **ids}, vision_config=vision, projection_dim=32)
     else:
         raise ValueError(f"unknown model family {family!r}")
     if s["head"] == "seq_cls":
@@ -507,8 +526,34 @@ def _collate_reads_text(tok, max_length):
     return collate
 
 
+def _with_return_loss(collate):
+    """``collate`` whose batches also carry return_loss=True (what contrastive models need for a loss)."""
+
+    def collate_with_return_loss(features):
+        batch = collate(features)
+        batch["return_loss"] = True
+        return batch
+
+    return collate_with_return_loss
+
+
 def build_collator(s: dict, tok, model):
-    """The scenario's data collator (None: let the trainer choose) and a note on which one."""
+    """The scenario's data collator (None: let the trainer choose) and a note on which one.
+
+    With ``return_loss`` the collator (or, for 'default', the one Trainer would pick) adds
+    return_loss=True to every batch, as the transformers contrastive example's collate_fn does.
+    """
+    import transformers as tf
+
+    collator, note = _named_collator(s, tok, model)
+    if not s.get("return_loss"):
+        return collator, note
+    if collator is None:
+        collator = tf.DataCollatorWithPadding(tok) if s["pass_processing_class"] else tf.default_data_collator
+    return _with_return_loss(collator), note
+
+
+def _named_collator(s: dict, tok, model):
     import transformers as tf
 
     name = s["collator"]

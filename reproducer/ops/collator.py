@@ -37,6 +37,12 @@ def use_seq2seq_collator(scenario: Scenario) -> Scenario:
 
 
 @register
+def pass_return_loss(scenario: Scenario) -> Scenario:
+    """Fix: every batch carries return_loss=True, so a contrastive model (CLIP, CLAP, SigLIP) computes its loss."""
+    return changed(scenario, return_loss=True)
+
+
+@register
 def response_template_in_context(scenario: Scenario) -> Scenario:
     """Fix: give the collator the response template as token ids taken from a tokenised row."""
     return changed(scenario, response_template_in_context=True)

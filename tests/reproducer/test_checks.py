@@ -53,7 +53,7 @@ def test_key_sets_must_match_the_report_in_any_order():
     assert baseline_reproduces(SEED_FAILURE, NO_LOSS_EXPECT, report)[0]
     without_labels = Report(returned_keys=["logits"], received_inputs=["input_ids", "attention_mask"])
     ok, reason = baseline_reproduces(SEED_FAILURE, NO_LOSS_EXPECT, without_labels)
-    assert not ok and "received attention_mask,input_ids,labels but yours received attention_mask,input_ids" in reason
+    assert not ok and "received input_ids,labels but yours received input_ids" in reason
     other_keys = Report(returned_keys=["last_hidden_state"], received_inputs=None)
     ok, reason = baseline_reproduces(SEED_FAILURE, NO_LOSS_EXPECT, other_keys)
     assert not ok and "returned logits but yours returned last_hidden_state" in reason
@@ -64,6 +64,17 @@ def test_cache_keys_differ_between_stacks_and_are_ignored():
     assert baseline_reproduces(SEED_FAILURE, NO_LOSS_EXPECT, legacy_report)[0]
     legacy_run = failed("ValueError", NO_LOSS.format("logits,past_key_values", "input_ids,attention_mask,labels"))
     assert baseline_reproduces(legacy_run, NO_LOSS_EXPECT, Report(returned_keys=["logits"]))[0]
+
+
+def test_a_tokenizer_without_attention_mask_is_incidental_but_other_inputs_are_not():
+    """SigLIP's tokenizer returns no attention_mask; the tiny model's always does."""
+    run = failed("ValueError", NO_LOSS.format("logits_per_image,logits_per_text", "input_ids,attention_mask,pixel_values"))
+    expect = Expect(exception_type="ValueError", message="did not return a loss")
+    siglip = Report(returned_keys=["logits_per_image", "logits_per_text"], received_inputs=["input_ids", "pixel_values"])
+    assert baseline_reproduces(run, expect, siglip)[0]
+    clap = Report(returned_keys=["logits_per_audio", "logits_per_text"], received_inputs=["input_ids", "input_features"])
+    ok, reason = baseline_reproduces(run, expect, clap)
+    assert not ok and "returned logits_per_image,logits_per_text but yours returned logits_per_audio,logits_per_text" in reason
 
 
 def test_without_an_expectation_the_reports_last_exception_type_decides():

@@ -295,6 +295,44 @@ def test_unsloth_seed_report_trains_on_trl_1_16_so_it_does_not_reproduce_here(fr
     assert not reproduced and "trained without an exception" in reason
 
 
+@pytest.mark.parametrize(
+    "report",
+    [Report(model_classes=["CLIPModel"], model_names=["openai/clip-vit-base-patch32"]),
+     Report(model_classes=["ClapModel"], model_names=["laion/clap-htsat-unfused"]),
+     Report(model_type="siglip"), Report(model_classes=["AutoModel"], model_names=["google/siglip-base-patch16-224"])],
+    ids=["clip", "clap", "siglip-type", "siglip-name"],
+)  # fmt: skip
+def test_a_contrastive_model_is_the_tiny_clip_on_image_text_pairs(report):
+    scenario, sources = build(report, {"dataset_format": "tokenized"})
+    assert (scenario.family, scenario.dataset_format) == ("clip", "image_text")
+    assert sources["family"].startswith("report") and "image-text pairs" in sources["dataset_format"]
+    assert scenario.head in ("base", "causal_lm") and not scenario.return_loss
+
+
+def test_return_loss_true_in_the_paste_is_kept():
+    collate = 'def collate_fn(ex):\n    return {"pixel_values": px, "input_ids": ids, "return_loss": True}'
+    scenario, sources = build(Report(model_classes=["CLIPModel"], text=collate))
+    assert scenario.return_loss and sources["return_loss"] == "report (return_loss=True)"
+    assert build(Report(model_classes=["CLIPModel"], text="model(**batch, return_loss=True)"))[0].return_loss
+    assert not build(Report(model_classes=["LlamaForCausalLM"], text="return_loss=True"))[0].return_loss
+
+
+def test_contrastive_baseline_fails_without_return_loss_and_the_fix_trains(frozen_imports):
+    entry = _entry("contrastive-model-needs-return-loss")
+    report = Report(model_classes=["CLIPModel"], trainer="Trainer", returned_keys=[
+        "logits_per_image", "logits_per_text", "text_embeds", "image_embeds", "text_model_output", "vision_model_output"],
+        received_inputs=["input_ids", "attention_mask", "pixel_values"])  # fmt: skip
+    scenario, _ = build_scenario(report, entry.reproduce.scenario, entry.reproduce.faults)
+    baseline = run_scenario(scenario.model_dump())
+    reproduced, reason = baseline_reproduces(baseline, entry.reproduce.expect, report)
+    assert reproduced and "same keys returned and inputs received" in reason, reason
+    fix = next(f for f in entry.fixes if f.id == "pass-return-loss")
+    record = run_scenario(apply_ops(scenario, fix.ops).model_dump())
+    verified, why = fix_verified(record, responses_only=False)
+    assert verified, why
+    assert record["supervised_tokens"] == scenario.steps * scenario.batch_size  # one target per image-text pair
+
+
 def test_class_target_names_are_those_the_misnamed_column_entry_matches():
     from reproducer.from_report import _CLASS_TARGET_COLUMNS
 
