@@ -311,3 +311,72 @@ def test_a_loss_that_falls_counts_against_the_zero_gradient_fused_loss():
     assert not any(w.startswith("(against)") for w in flat[1])
     assert any(w.startswith("(against)") and "falls" in w for w in falling[1])
     assert falling[0] < flat[0]
+
+
+def test_a_custom_forward_with_kwargs_that_ignores_num_items_in_batch_is_the_accumulation_scaling():
+    """Trainer reads **kwargs in forward as 'this model normalises its own loss' (model_accepts_loss_kwargs)
+    and stops dividing by gradient_accumulation_steps."""
+    from knowledge.matcher import evidence_score
+
+    text = (
+        "With gradient_accumulation_steps=8 my custom model's loss looks 8x too big. Its forward is\n"
+        "def forward(self, input_ids, attention_mask=None, labels=None, **kwargs): and it never reads\n"
+        "num_items_in_batch, yet Trainer sets model_accepts_loss_kwargs because of the **kwargs.\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class == "gradient_accumulation_loss_scaling"
+    _, why = evidence_score(KB.get("gradient-accumulation-inflates-logged-loss"), parse_text(text))
+    assert any("model_accepts_loss_kwargs" in w for w in why)
+    _, without = evidence_score(KB.get("gradient-accumulation-inflates-logged-loss"), parse_text(text.replace("model_accepts_loss_kwargs", "it")))
+    assert not any("model_accepts_loss_kwargs" in w for w in without)
+
+
+def test_mt5_that_only_predicts_extra_id_0_after_training_is_the_fp16_overflow():
+    """The collapse mT5 shows after an fp16 run, even when the paste never says fp16 (wrappers turn it on)."""
+    text = (
+        "Fine-tuned google/mt5-base for one epoch on my summarisation data with simpletransformers.\n"
+        "predict() now gives ['<extra_id_0>', '<extra_id_0>', '<extra_id_0>'] for every input; t5-base is fine.\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class == "fp16_overflow_nan"
+    assert any("<extra_id_0>" in w for w in d.candidates[0].why)
+    plain = diagnose(parse_text("Fine-tuned google/mt5-base; predict() gives wrong summaries for every input.\n"), KB)
+    assert not any("<extra_id_0>" in w for c in plain.candidates for w in c.why)
+
+
+def test_a_generate_only_paste_with_an_inference_error_is_not_a_training_failure():
+    text = (
+        "Qwen2-7B in float16 with attn_implementation='eager' prints !!!!!!!! and inf / nan in the logits:\n"
+        "```python\n"
+        'model = AutoModelForCausalLM.from_pretrained("Qwen/Qwen2-7B-Instruct", torch_dtype=torch.float16, attn_implementation="eager")\n'
+        "out = model.generate(**inputs, max_new_tokens=32)\n"
+        "```\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class is None and d.verdict == "unknown"
+    trained = diagnose(parse_text(text + "The same happens during training: {'loss': nan, 'grad_norm': nan}\n"), KB)
+    assert trained.failure_class is not None
+
+
+def test_a_multi_label_mode_given_one_class_id_per_example_is_a_label_format_mismatch():
+    text = (
+        'model = SetFitModel.from_pretrained("BAAI/bge-small-en-v1.5", multi_target_strategy="one-vs-rest")\n'
+        "labels are one int per row (0..4)\n"
+        '  File "setfit/modeling.py", line 257, in sentence_pairs_generation_multilabel\n'
+        "    sample_labels = np.where(labels[first_idx, :] == 1)[0]\n"
+        "IndexError: too many indices for array: array is 1-dimensional, but 2 were indexed\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class == "classification_label_dtype"
+    assert d.candidates[0].entry == "integer-multi-hot-labels-for-multi-label-classification"
+
+
+def test_train_on_responses_only_said_not_to_work_in_prose_is_the_marker_entry():
+    text = (
+        "Unsloth's train_on_responses_only doesn't work for me with the Alpaca prompt "
+        "(### Instruction: / ### Response:). What should instruction_part and response_part be?\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.candidates and d.candidates[0].entry == "unsloth-responses-only-markers-not-found"
+    assert d.failure_class == "response_template_not_found"
+
