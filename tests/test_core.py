@@ -380,3 +380,14 @@ def test_train_on_responses_only_said_not_to_work_in_prose_is_the_marker_entry()
     assert d.candidates and d.candidates[0].entry == "unsloth-responses-only-markers-not-found"
     assert d.failure_class == "response_template_not_found"
 
+
+
+def test_untrained_special_tokens_yield_when_training_runs_and_the_loss_goes_down_normally():
+    from knowledge.matcher import evidence_score
+
+    entry = KB.get("unsloth-untrained-special-tokens")
+    text = ("Unsloth, Qwen3 base, my data uses new special tokens <|GIM_QUERY|> whose embeddings were never trained "
+            "(embed_tokens and lm_head frozen). At inference the model drifts after <|im_end|>.\n")
+    before, _ = evidence_score(entry, parse_text(text))
+    after, why = evidence_score(entry, parse_text(text + "Training itself runs and the loss goes down normally.\n"))
+    assert after < before and any(w.startswith("(against)") and "training itself is fine" in w for w in why)
