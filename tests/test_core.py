@@ -391,3 +391,16 @@ def test_untrained_special_tokens_yield_when_training_runs_and_the_loss_goes_dow
     before, _ = evidence_score(entry, parse_text(text))
     after, why = evidence_score(entry, parse_text(text + "Training itself runs and the loss goes down normally.\n"))
     assert after < before and any(w.startswith("(against)") and "training itself is fine" in w for w in why)
+
+
+def test_a_multi_label_head_given_lists_of_class_ids_is_the_label_format_and_not_an_out_of_range_id():
+    text = (
+        'model = AutoModelForSequenceClassification.from_pretrained("roberta-base", num_labels=8, '
+        'problem_type="multi_label_classification")\n'
+        "My labels column holds lists of class ids per text, like [1, 5]. Training crashes in the first step inside "
+        "binary_cross_entropy_with_logits. What should the labels look like?\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class == "classification_label_dtype"
+    assert d.candidates[0].entry == "integer-multi-hot-labels-for-multi-label-classification"
+    assert all(c.entry != "class-label-outside-num-labels" or c.score < d.candidates[0].score for c in d.candidates)
