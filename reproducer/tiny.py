@@ -315,6 +315,7 @@ _LORA_TARGETS = {
     "bart": ["q_proj", "v_proj"],
     "bert": ["query", "value"],
     "roberta": ["query", "value"],
+    "clip": ["q_proj", "v_proj"],
 }
 _LORA_TASK = {"causal_lm": "CAUSAL_LM", "seq_cls": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM", "base": "FEATURE_EXTRACTION"}
 

@@ -273,6 +273,7 @@ FAMILY_HEADS = [
     *[(f, h) for f in ("t5", "bart") for h in ("seq2seq", "base")],
     ("bart", "seq_cls"),
     *[(f, h) for f in ("bert", "roberta") for h in ("masked_lm", "base", "seq_cls")],
+    ("clip", "base"),
 ]
 
 
@@ -281,6 +282,7 @@ def test_every_family_and_head_builds_tiny_with_lora(family, head):
     tok = tiny.build_tokenizer()
     fields = scenario({"family": family, "head": head, "lora": head != "masked_lm"})
     config = tiny.build_config(fields, tok)
+    config = getattr(config, "text_config", None) or config  # CLIP: the text tower's config (the vision tower's is as small)
     hidden = next(getattr(config, k) for k in ("hidden_size", "d_model", "n_embd") if hasattr(config, k))
     layers = next(getattr(config, k) for k in ("num_hidden_layers", "num_layers", "n_layer", "encoder_layers") if hasattr(config, k))
     assert hidden <= 64 and layers == 2
