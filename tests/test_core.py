@@ -5,6 +5,8 @@ sandbox in tests/reproducer/test_engine.py."""
 
 from __future__ import annotations
 
+import pytest
+
 from bot.core import diagnose, in_play_candidates
 from bot.models import Candidate, ExceptionInfo, FixOutcome, Report, Reproduction, RunRecord
 from bot.parse import parse_text
@@ -358,17 +360,28 @@ def test_a_generate_only_paste_with_an_inference_error_is_not_a_training_failure
     assert trained.failure_class is not None
 
 
-def test_a_multi_label_mode_given_one_class_id_per_example_is_a_label_format_mismatch():
-    text = (
+@pytest.mark.parametrize(
+    "text",
+    [
+        # SetFit's multi-label strategy on one class id per row
         'model = SetFitModel.from_pretrained("BAAI/bge-small-en-v1.5", multi_target_strategy="one-vs-rest")\n'
         "labels are one int per row (0..4)\n"
         '  File "setfit/modeling.py", line 257, in sentence_pairs_generation_multilabel\n'
         "    sample_labels = np.where(labels[first_idx, :] == 1)[0]\n"
-        "IndexError: too many indices for array: array is 1-dimensional, but 2 were indexed\n"
-    )
+        "IndexError: too many indices for array: array is 1-dimensional, but 2 were indexed\n",
+        # a multi-label head given lists of class ids; binary cross-entropy takes no class ids to be out of range
+        'model = AutoModelForSequenceClassification.from_pretrained("roberta-base", num_labels=8, '
+        'problem_type="multi_label_classification")\n'
+        "My labels column holds lists of class ids per text, like [1, 5]. Training crashes in the first step inside "
+        "binary_cross_entropy_with_logits. What should the labels look like?\n",
+    ],
+    ids=["setfit-one-class-id-per-row", "lists-of-class-ids"],
+)
+def test_a_multi_label_mode_given_class_ids_is_the_label_format_entry_not_an_out_of_range_id(text):
     d = diagnose(parse_text(text), KB)
     assert d.failure_class == "classification_label_dtype"
     assert d.candidates[0].entry == "integer-multi-hot-labels-for-multi-label-classification"
+    assert all(c.entry != "class-label-outside-num-labels" or c.score < d.candidates[0].score for c in d.candidates)
 
 
 def test_train_on_responses_only_said_not_to_work_in_prose_is_the_marker_entry():
@@ -391,16 +404,3 @@ def test_untrained_special_tokens_yield_when_training_runs_and_the_loss_goes_dow
     before, _ = evidence_score(entry, parse_text(text))
     after, why = evidence_score(entry, parse_text(text + "Training itself runs and the loss goes down normally.\n"))
     assert after < before and any(w.startswith("(against)") and "training itself is fine" in w for w in why)
-
-
-def test_a_multi_label_head_given_lists_of_class_ids_is_the_label_format_and_not_an_out_of_range_id():
-    text = (
-        'model = AutoModelForSequenceClassification.from_pretrained("roberta-base", num_labels=8, '
-        'problem_type="multi_label_classification")\n'
-        "My labels column holds lists of class ids per text, like [1, 5]. Training crashes in the first step inside "
-        "binary_cross_entropy_with_logits. What should the labels look like?\n"
-    )
-    d = diagnose(parse_text(text), KB)
-    assert d.failure_class == "classification_label_dtype"
-    assert d.candidates[0].entry == "integer-multi-hot-labels-for-multi-label-classification"
-    assert all(c.entry != "class-label-outside-num-labels" or c.score < d.candidates[0].score for c in d.candidates)
