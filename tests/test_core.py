@@ -394,7 +394,6 @@ def test_train_on_responses_only_said_not_to_work_in_prose_is_the_marker_entry()
     assert d.failure_class == "response_template_not_found"
 
 
-
 def test_untrained_special_tokens_yield_when_training_runs_and_the_loss_goes_down_normally():
     from knowledge.matcher import evidence_score
 
@@ -404,3 +403,58 @@ def test_untrained_special_tokens_yield_when_training_runs_and_the_loss_goes_dow
     before, _ = evidence_score(entry, parse_text(text))
     after, why = evidence_score(entry, parse_text(text + "Training itself runs and the loss goes down normally.\n"))
     assert after < before and any(w.startswith("(against)") and "training itself is fine" in w for w in why)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # two runs in one paste, the same effective batch split differently
+        "Same data, same effective batch, only the split differs:\n"
+        "run A: per_device_train_batch_size=8, gradient_accumulation_steps=1\n"
+        "{'loss': 1.91, 'learning_rate': 2e-05, 'epoch': 0.1}\n"
+        "run B: per_device_train_batch_size=1, gradient_accumulation_steps=8\n"
+        "{'loss': 2.64, 'learning_rate': 2e-05, 'epoch': 0.1}\n",
+        # the same question in Korean, GA written lower-case with a particle attached
+        "Trainer로 파인튜닝 중인데 gradient accumulation 값에 따라 loss가 다르게 나옵니다. "
+        "ga를 2, 4, 8로 키울수록 loss가 더 높게 찍혀요.\n",
+    ],
+    ids=["two-accumulation-settings", "korean"],
+)
+def test_runs_compared_across_accumulation_settings_are_the_accumulation_scaling(text):
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class == "gradient_accumulation_loss_scaling"
+    assert d.candidates[0].entry == "gradient-accumulation-inflates-logged-loss"
+
+
+def test_accumulation_settings_compared_only_when_the_paste_has_both_one_and_more():
+    from knowledge.matcher import evidence_score
+
+    def fired(text: str) -> bool:
+        _, why = evidence_score(KB.get("gradient-accumulation-inflates-logged-loss"), parse_text(text))
+        return any("both to 1 and to a larger value" in w for w in why)
+
+    one = "per_device_train_batch_size=1, gradient_accumulation_steps=8\n{'loss': 2.64}\n"
+    assert not fired(one)
+    assert fired("per_device_train_batch_size=8, gradient_accumulation_steps=1\n{'loss': 1.91}\n" + one)
+
+
+@pytest.mark.parametrize(
+    ("text", "fired"),
+    [
+        ("My MoE model fails in DPOTrainer. Training works when I set output_router_logits=False, "
+         "so it seems to come from the trainer's unpacking.\n",
+         "switching one option"),
+        ("DPO on a Qwen MoE model dies at the first step:\n"
+         "    losses = losses + self.aux_loss_coef * model_output['aux_loss']\n"
+         "TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'\n",
+         "aux (router) loss"),
+        ("同一套脚本跑 Qwen2.5 7B、14B 都正常，只有 Qwen2.5 32B 的 grad_norm 一直是 nan，数据和超参都没改。\n",
+         "isolates one model or one option"),
+    ],
+    ids=["works-when-option-set-back", "aux-loss-none-in-trainer-loss", "only-one-model-chinese"],
+)
+def test_a_contrast_or_a_trainer_side_aux_loss_points_at_the_library_code_path(text, fired):
+    from knowledge.matcher import evidence_score
+
+    _, why = evidence_score(KB.get("loss-changed-by-a-library-code-path"), parse_text(text))
+    assert any(fired in w for w in why), why
