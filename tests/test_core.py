@@ -458,3 +458,15 @@ def test_a_contrast_or_a_trainer_side_aux_loss_points_at_the_library_code_path(t
 
     _, why = evidence_score(KB.get("loss-changed-by-a-library-code-path"), parse_text(text))
     assert any(fired in w for w in why), why
+
+
+def test_a_loss_that_changes_with_the_number_of_nodes_at_the_same_effective_batch_is_the_token_normalisation():
+    text = (
+        "Multi-node SFT: I keep the effective batch (world_size * per_device_train_batch_size * "
+        "gradient_accumulation_steps) identical, yet the loss curves are not comparable across 1, 2 and 4 nodes.\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.candidates[0].entry == "gradient-accumulation-inflates-logged-loss"
+    assert any("number of GPUs or nodes" in w for w in d.candidates[0].why)
+    one_node = diagnose(parse_text("Single GPU SFT, effective batch 64; the loss curve is noisy.\n"), KB)
+    assert not any("number of GPUs or nodes" in w for c in one_node.candidates for w in c.why)
