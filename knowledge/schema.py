@@ -160,6 +160,9 @@ class Fix(Strict):
     """The fix is meant to train on responses only: verification also checks prompt tokens are masked."""
     trainers: list[str] = Field(default_factory=list)
     """Trainer classes this fix is for (e.g. only SFTTrainer); empty: any. Not offered when the report names another."""
+    heads: list[Literal["causal_lm", "base", "seq_cls", "seq2seq", "masked_lm", "pretraining"]] = Field(default_factory=list)
+    """Model heads this fix is for (`reproducer.scenario.Head`, e.g. causal_lm); empty: any. The reproducer does
+    not run it on a model with another head and says so."""
 
     def applies_to(self, trainer: str | None, bases: list[str] | None = None) -> bool:
         if not self.trainers or trainer is None:

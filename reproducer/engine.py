@@ -44,6 +44,8 @@ def plan_for(report: Report, entry: Entry) -> Plan:
         names = [op.op for op in fix.ops]
         if not fix.applies_to(scenario.trainer):
             plan.skipped.append((fix, f"applies to {', '.join(fix.trainers)}; the reproduction uses {scenario.trainer}"))
+        elif fix.heads and scenario.head not in fix.heads:
+            plan.skipped.append((fix, f"for {', '.join(fix.heads)} models; the reported model has a {scenario.head} head"))
         elif not names:
             plan.skipped.append((fix, "this fix has no reproducer operation"))
         elif UPGRADE_OP in names:
