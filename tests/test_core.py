@@ -470,3 +470,17 @@ def test_a_loss_that_changes_with_the_number_of_nodes_at_the_same_effective_batc
     assert any("number of GPUs or nodes" in w for w in d.candidates[0].why)
     one_node = diagnose(parse_text("Single GPU SFT, effective batch 64; the loss curve is noisy.\n"), KB)
     assert not any("number of GPUs or nodes" in w for c in one_node.candidates for w in c.why)
+
+
+def test_a_decoder_without_inputs_in_a_training_step_means_no_labels_but_not_in_prediction():
+    from pathlib import Path
+
+    from knowledge.matcher import evidence_score
+
+    text = (Path(__file__).parent / "data" / "t5-no-labels-decoder-error.txt").read_text()
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class == "labels_missing_in_dataset"
+    assert any("decoder inputs" in w for w in d.candidates[0].why)
+    predicting = text.replace("trainer.train()", "trainer.predict(test)").replace("training_step", "prediction_step")
+    _, why = evidence_score(KB.get("custom-preprocessing-produces-no-labels"), parse_text(predicting))
+    assert not any("decoder inputs" in w for w in why)
