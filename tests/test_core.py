@@ -484,3 +484,47 @@ def test_a_decoder_without_inputs_in_a_training_step_means_no_labels_but_not_in_
     predicting = text.replace("trainer.train()", "trainer.predict(test)").replace("training_step", "prediction_step")
     _, why = evidence_score(KB.get("custom-preprocessing-produces-no-labels"), parse_text(predicting))
     assert not any("decoder inputs" in w for w in why)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a CRF layer indexes with the labels: -100 padding tags are out of range
+        "BERT + CRF for NER. labels are padded with -100 like for token classification, then\n"
+        "loss = -self.crf(emissions, labels, mask=attention_mask.bool())\n"
+        "IndexError: index -100 is out of range\n",
+        # Keras: 5-class targets against the default two-logit head
+        "model = TFBertForSequenceClassification.from_pretrained('bert-base-uncased')\n"
+        "model.compile(optimizer='adam', loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))\n"
+        "model.fit(train_ds, epochs=2)\n"
+        "ValueError: Shapes (None, 5) and (None, 2) are incompatible\n",
+    ],
+    ids=["crf-with-minus-100", "keras-shapes-against-default-head"],
+)
+def test_label_ids_outside_what_the_head_or_crf_accepts_are_out_of_range(text):
+    d = diagnose(parse_text(text), KB)
+    assert d.failure_class == "label_out_of_bounds"
+    assert d.candidates[0].entry == "class-label-outside-num-labels"
+
+
+def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
+    from knowledge.matcher import evidence_score
+
+    entry = KB.get("fp16-activation-overflow-nan")
+    _, why = evidence_score(entry, parse_text(
+        "全精度 (fp32) 跑的时候 loss 很正常，改成 fp16 混合精度以后 {'loss': 0.0, 'grad_norm': nan}\n"))
+    assert any("without fp16" in w for w in why)
+    _, why = evidence_score(entry, parse_text(
+        'model = CrossEncoder("all-mpnet-base-v2", num_labels=1, automodel_args={"torch_dtype": torch.float16})\n'
+        "model.fit(train_dataloader=loader, epochs=1)\nevery prediction is nan after fit\n"))
+    assert any("loaded in float16" in w for w in why)
+
+
+def test_token_type_ids_without_labels_point_at_the_dataset_not_the_padding_collator():
+    text = (
+        "ValueError: The model did not return a loss from the inputs, only the following keys: logits. "
+        "For reference, the inputs it received are input_ids,token_type_ids,attention_mask.\n"
+    )
+    d = diagnose(parse_text(text), KB)
+    assert d.candidates[0].entry == "custom-preprocessing-produces-no-labels"
+    assert d.failure_class == "labels_missing_in_dataset"
