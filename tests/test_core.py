@@ -507,11 +507,34 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
         ("ValueError: The model did not return a loss from the inputs, only the following keys: logits. "
          "For reference, the inputs it received are input_ids,token_type_ids,attention_mask.\n",
          "custom-preprocessing-produces-no-labels"),
+
+        # transformers' notice about an unrecognised loss_type is informational
+        ("Training InternVL3 with LLaMA-Factory, the log keeps printing:\n"
+         "`loss_type=None` was set in the config but it is unrecognised.Using the default loss: `ForCausalLMLoss`.\n"
+         "Does that mean its own loss is not supported?\n",
+         "benign-training-warning"),
+        # a chunked loss path reaching for lm_head on an architecture that names its head otherwise
+        ("trainer = SFTTrainer(model='EleutherAI/pythia-160m', args=SFTConfig(loss_type='chunked_nll'), train_dataset=ds)\n"
+         "trainer.train()\n"
+         "AttributeError: 'GPTNeoXForCausalLM' object has no attribute 'lm_head'\n",
+         "loss-changed-by-a-library-code-path"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
-         "encoder-inputs-without-labels"],
+         "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
     assert d.candidates[0].entry == entry
-    assert d.failure_class == KB.get(entry).failure_class
+    expected = KB.get(entry).failure_class
+    assert d.failure_class == (None if expected == "out_of_scope" else expected)
+
+
+def test_a_run_that_works_only_under_another_setting_is_not_a_working_run():
+    from knowledge.matcher import evidence_score
+
+    entry = KB.get("question-about-expected-behaviour")
+    works, _ = evidence_score(entry, parse_text("Training works fine. Why are the labels shifted inside the model?\n"))
+    conditional, why = evidence_score(entry, parse_text(
+        "Collation breaks when my Dataset returns tensors. If __getitem__ returns plain lists it trains fine. Why?\n"))
+    assert conditional < works and any(w.startswith("(against)") and "another setting" in w for w in why)
+
