@@ -149,6 +149,11 @@ def _ops(value: Any) -> Any:
     return value
 
 
+Head = Literal["causal_lm", "base", "seq_cls", "seq2seq", "masked_lm", "pretraining"]
+"""The model heads the reproducer builds (`reproducer.scenario.Scenario.head`); `pretraining` is the encoder
+pre-training class (BertForPreTraining: masked LM plus next-sentence heads)."""
+
+
 class Fix(Strict):
     id: str
     title: str
@@ -160,9 +165,9 @@ class Fix(Strict):
     """The fix is meant to train on responses only: verification also checks prompt tokens are masked."""
     trainers: list[str] = Field(default_factory=list)
     """Trainer classes this fix is for (e.g. only SFTTrainer); empty: any. Not offered when the report names another."""
-    heads: list[Literal["causal_lm", "base", "seq_cls", "seq2seq", "masked_lm", "pretraining"]] = Field(default_factory=list)
-    """Model heads this fix is for (`reproducer.scenario.Head`, e.g. causal_lm); empty: any. The reproducer does
-    not run it on a model with another head and says so."""
+    heads: list[Head] = Field(default_factory=list)
+    """Model heads this fix is for (e.g. causal_lm); empty: any. The reproducer does not run it on a model with
+    another head and says so."""
 
     def applies_to(self, trainer: str | None, bases: list[str] | None = None) -> bool:
         if not self.trainers or trainer is None:

@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from knowledge.schema import Head
+
 # clip: a tiny CLIPModel (text and vision towers); it stands in for other contrastive models (CLAP, SigLIP)
 Family = Literal["llama", "qwen2", "mistral", "gemma", "phi3", "gpt2", "gpt_neox", "t5", "bart", "bert", "roberta", "clip"]
-Head = Literal["causal_lm", "base", "seq_cls", "seq2seq", "masked_lm", "pretraining"]
-"""`pretraining`: the encoder pre-training class (BertForPreTraining: masked LM plus next-sentence heads)."""
 TrainerName = Literal["Trainer", "Seq2SeqTrainer", "SFTTrainer"]
 Collator = Literal[
     "default",  # no data_collator argument: Trainer/SFTTrainer picks its own

@@ -191,13 +191,3 @@ def test_seq2seq_collator_fix_keeps_the_padding_collator_for_class_labels():
     assert apply_ops(Scenario(), ["use_seq2seq_collator"]).collator == "DataCollatorForSeq2Seq"
     classification = Scenario(head="seq_cls", dataset_format="classification", collator="DataCollatorWithPadding")
     assert apply_ops(classification, ["use_seq2seq_collator"]).collator == "DataCollatorWithPadding"
-
-
-def test_fix_heads_name_the_scenario_heads():
-    """An entry's fix may be limited to model heads; the names it may use are the scenario's."""
-    from typing import get_args
-
-    from knowledge.schema import Fix
-    from reproducer.scenario import Head
-
-    assert set(get_args(get_args(Fix.model_fields["heads"].annotation)[0])) == set(get_args(Head))
