@@ -44,7 +44,7 @@ def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Repr
             _fix_outcome(kb.get(c.entry), f)
             for c in in_play
             for f in kb.get(c.entry).fixes
-            if f.applies_to(report.trainer, report.trainer_bases)
+            if f.offered_for(report)
         ]
         diagnosis = Diagnosis(
             verdict="matched",

@@ -7,9 +7,12 @@ reproduce it. Unknown keys are errors.
 
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from bot.models import Report
 
 FAILURE_CLASSES = (
     "response_template_not_found",
@@ -153,6 +156,32 @@ Head = Literal["causal_lm", "base", "seq_cls", "seq2seq", "masked_lm", "pretrain
 """The model heads the reproducer builds (`reproducer.scenario.Scenario.head`); `pretraining` is the encoder
 pre-training class (BertForPreTraining: masked LM plus next-sentence heads)."""
 
+_ENCODER_DECODER_CLASS = re.compile(r"(TF|Flax)?(M|UM|Long)?T5|(TF|Flax)?(M|PL)?Bart|Pegasus\w*|Marian|Blenderbot\w*|LED|M2M100|Nllb\w*")
+
+
+def model_head(model_class: str, family: str | None = None) -> Head | None:
+    """The head a model class name says it has, or None when the name does not tell (a wrapper, a config).
+
+    `family` is the reproducer's tiny-model family, when one is chosen: a *ForConditionalGeneration class
+    is an encoder-decoder only for the t5 and bart families (elsewhere it is a vision-language model);
+    without one, the class name's prefix decides."""
+    cls = model_class
+    if "ForSequenceClassification" in cls:
+        return "seq_cls"
+    if "ForCausalLM" in cls or cls.endswith("LMHeadModel") or cls in ("FastLanguageModel", "FastModel"):
+        return "causal_lm"
+    encoder_decoder = (family in ("t5", "bart") if family is not None
+                       else bool(_ENCODER_DECODER_CLASS.fullmatch(cls.split("For")[0])))
+    if "Seq2SeqLM" in cls or ("ForConditionalGeneration" in cls and encoder_decoder):
+        return "seq2seq"
+    if "MaskedLM" in cls:
+        return "masked_lm"
+    if re.fullmatch(r"(TF)?(Bert|Albert|Ernie|MegatronBert|Nezha)ForPreTraining", cls):
+        return "pretraining"
+    if cls == "AutoModel" or (re.fullmatch(r"[A-Z][A-Za-z0-9]*Model", cls) and not cls.startswith(("Peft", "PreTrained", "Fast"))):
+        return "base"
+    return None
+
 
 class Fix(Strict):
     id: str
@@ -169,10 +198,18 @@ class Fix(Strict):
     """Model heads this fix is for (e.g. causal_lm); empty: any. The reproducer does not run it on a model with
     another head and says so."""
 
-    def applies_to(self, trainer: str | None, bases: list[str] | None = None) -> bool:
+    def applies_to(self, trainer: str | None, bases: list[str] | None = None, head: str | None = None) -> bool:
+        """Whether to offer this fix for a report's trainer (and its base classes) and model head; unknown fits."""
+        if self.heads and head is not None and head not in self.heads:
+            return False
         if not self.trainers or trainer is None:
             return True
         return trainer in self.trainers or any(b in self.trainers for b in bases or [])
+
+    def offered_for(self, report: "Report") -> bool:
+        """Whether to offer this fix for the report's trainer and model head (what the report does not name fits)."""
+        head = next((h for c in report.model_classes if (h := model_head(c)) is not None), None)
+        return self.applies_to(report.trainer, report.trainer_bases, head)
 
     _coerce_ops = field_validator("ops", mode="before")(_ops)
 

@@ -39,7 +39,7 @@ def plan_for(report: Report, entry: Entry) -> Plan:
     scenario, sources = build_scenario(report, entry.reproduce.scenario, entry.reproduce.faults)
     plan = Plan(entry=entry, scenario=scenario, sources=sources)
     for fix in entry.fixes:
-        if not fix.applies_to(report.trainer, report.trainer_bases):
+        if not fix.offered_for(report):
             continue
         names = [op.op for op in fix.ops]
         if not fix.applies_to(scenario.trainer):
@@ -304,8 +304,8 @@ class Reproducer:
         )
 
     def _not_run_fixes(self, entries: list[Entry], reason: str, report: Report | None = None) -> list[FixOutcome]:
-        trainer, bases = (report.trainer, report.trainer_bases) if report else (None, [])
-        return [self._outcome(e, f, "not_run", {"reason": reason}) for e in entries for f in e.fixes if f.applies_to(trainer, bases)]
+        return [self._outcome(e, f, "not_run", {"reason": reason})
+                for e in entries for f in e.fixes if report is None or f.offered_for(report)]
 
     def _write_script(self, plan: Plan) -> None:
         from reproducer.script import write_script

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from bot.models import Report
-from knowledge.schema import Op
+from knowledge.schema import Op, model_head
 from reproducer.ops import apply_op
 from reproducer.scenario import Scenario
 
@@ -141,18 +141,9 @@ def _family(report: Report) -> tuple[str, str] | None:
 
 def _head(report: Report, family: str) -> tuple[str, str] | None:
     for cls in report.model_classes:
-        if "ForSequenceClassification" in cls:
-            return "seq_cls", f"report ({cls})"
-        if "ForCausalLM" in cls or cls.endswith("LMHeadModel") or cls in ("FastLanguageModel", "FastModel"):
-            return "causal_lm", f"report ({cls})"
-        if "Seq2SeqLM" in cls or ("ForConditionalGeneration" in cls and family in ("t5", "bart")):
-            return "seq2seq", f"report ({cls})"
-        if "MaskedLM" in cls:
-            return "masked_lm", f"report ({cls})"
-        if re.fullmatch(r"(TF)?(Bert|Albert|Ernie|MegatronBert|Nezha)ForPreTraining", cls):
-            return "pretraining", f"report ({cls})"
-        if cls == "AutoModel" or (re.fullmatch(r"[A-Z][A-Za-z0-9]*Model", cls) and not cls.startswith(("Peft", "PreTrained", "Fast"))):
-            return "base", f"report ({cls}: no task head)"
+        head = model_head(cls, family)
+        if head is not None:
+            return head, f"report ({cls}: no task head)" if head == "base" else f"report ({cls})"
     return None
 
 

@@ -538,3 +538,34 @@ def test_a_run_that_works_only_under_another_setting_is_not_a_working_run():
         "Collation breaks when my Dataset returns tensors. If __getitem__ returns plain lists it trains fine. Why?\n"))
     assert conditional < works and any(w.startswith("(against)") and "another setting" in w for w in why)
 
+
+
+@pytest.mark.parametrize(
+    ("model_class", "family", "head"),
+    [
+        ("AutoModelForSeq2SeqLM", None, "seq2seq"),
+        ("MT5ForConditionalGeneration", None, "seq2seq"),
+        ("PegasusForConditionalGeneration", None, "seq2seq"),
+        ("LlavaForConditionalGeneration", None, None),  # a vision-language model, not an encoder-decoder
+        ("BartForConditionalGeneration", "llama", None),  # the reproducer's family decides when it has one
+        ("AutoModelForCausalLM", None, "causal_lm"),
+        ("BertForSequenceClassification", None, "seq_cls"),
+        ("PeftModel", None, None),
+    ],
+)
+def test_a_model_class_names_its_head_only_when_it_can_tell(model_class, family, head):
+    from knowledge.schema import model_head
+
+    assert model_head(model_class, family) == head
+
+
+def test_fixes_for_another_model_head_are_not_offered_even_without_a_reproduction():
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "data" / "t5-no-labels-decoder-error.txt").read_text()
+    offered = {f.id for f in diagnose(parse_text(text), KB).fixes}
+    assert "target-labels-in-tokenize-function" in offered
+    assert not {"labels-in-tokenize-function", "use-lm-collator"} & offered
+    causal = diagnose(parse_text(text.replace("AutoModelForSeq2SeqLM", "AutoModelForCausalLM").replace("t5-small", "gpt2")), KB)
+    assert {"labels-in-tokenize-function", "use-lm-collator"} <= {f.id for f in causal.fixes}
+    assert "target-labels-in-tokenize-function" not in {f.id for f in causal.fixes}

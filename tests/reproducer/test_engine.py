@@ -89,18 +89,16 @@ def test_never_verified_without_a_reproduced_baseline():
     assert "Not reproduced" in diagnosis.reply
 
 
-def test_a_seq2seq_model_trained_without_labels_verifies_target_labels_and_skips_the_causal_lm_fixes():
+def test_a_seq2seq_model_trained_without_labels_verifies_target_labels_and_drops_the_causal_lm_fixes():
     """T5 without labels fails in its decoder, not with 'did not return a loss'; the fix that tokenises the
-    target into labels trains it, and the causal-LM fixes (input_ids as labels) are not run for a model with
-    a seq2seq head."""
+    target into labels trains it, and the causal-LM fixes (input_ids as labels) are not offered for a model
+    whose class names a seq2seq head."""
     text = (KB.directory.parents[1] / "tests" / "data" / "t5-no-labels-decoder-error.txt").read_text()
     diagnosis = diagnose(parse_text(text), KB, reproduce=Reproducer(build_envs=False))
     assert diagnosis.failure_class == "labels_missing_in_dataset"
     assert diagnosis.verdict == "verified", diagnosis.reproduction
     assert diagnosis.reproduction.field_sources["head"].startswith("report")
     assert "inputs_embeds" in diagnosis.reproduction.baseline.exception.message
-    status = {f.id: f for f in diagnosis.fixes}
-    assert status["target-labels-in-tokenize-function"].status == "verified"
-    for causal_only in ("labels-in-tokenize-function", "use-lm-collator"):
-        assert status[causal_only].status == "not_run"
-        assert "seq2seq" in status[causal_only].evidence["reason"]
+    status = {f.id: f.status for f in diagnosis.fixes}
+    assert status["target-labels-in-tokenize-function"] == "verified"
+    assert "labels-in-tokenize-function" not in status and "use-lm-collator" not in status
