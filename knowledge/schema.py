@@ -195,8 +195,8 @@ class Fix(Strict):
     trainers: list[str] = Field(default_factory=list)
     """Trainer classes this fix is for (e.g. only SFTTrainer); empty: any. Not offered when the report names another."""
     heads: list[Head] = Field(default_factory=list)
-    """Model heads this fix is for (e.g. causal_lm); empty: any. The reproducer does not run it on a model with
-    another head and says so."""
+    """Model heads this fix is for (e.g. causal_lm); empty: any. Not offered when the report's model class names
+    another head; the reproducer does not run it on a tiny model with another head and says so."""
 
     def applies_to(self, trainer: str | None, bases: list[str] | None = None, head: str | None = None) -> bool:
         """Whether to offer this fix for a report's trainer (and its base classes) and model head; unknown fits."""
