@@ -518,9 +518,34 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "trainer.train()\n"
          "AttributeError: 'GPTNeoXForCausalLM' object has no attribute 'lm_head'\n",
          "loss-changed-by-a-library-code-path"),
+        # SFTTrainer labels every token; a sequence classifier wants one label per example
+        ("model = AutoModelForSequenceClassification.from_pretrained('mistralai/Mistral-7B-v0.1', num_labels=4)\n"
+         "trainer = SFTTrainer(model=model, train_dataset=ds, dataset_text_field='text', peft_config=lora)\n"
+         "trainer.train()\n"
+         "RuntimeError: 0D or 1D target tensor expected, multi-target not supported\n",
+         "classification-head-with-token-level-labels"),
+        # hand-built causal-LM targets one token shorter than input_ids trip the preprocessing's own check
+        ("Traceback (most recent call last):\n"
+         '  File "sft.py", line 88, in preprocess\n'
+         "    assert len(input_ids) == len(targets)\n"
+         "AssertionError\n"
+         "It only happens on the assistant turns; tokenizer('\\n').input_ids gives two ids there.\n",
+         "causal-lm-labels-tokenized-separately"),
+        # a never-trained placeholder used as the pad token: NaN only once batches are padded
+        ("LoRA grads are NaN as soon as I train with batch size > 1; with one example per batch they are finite.\n"
+         ">>> tokenizer.pad_token\n'<|image_pad|>'\n",
+         "unsloth-untrained-special-tokens"),
+        # TRL's SFT preparation with Liger dropped the completion mask
+        ("args = SFTConfig(output_dir='out', completion_only_loss=True, use_liger_kernel=True)\n"
+         "trainer = SFTTrainer(model=model, args=args, train_dataset=ds)\n"
+         "With `use_liger_kernel=True` the prompt tokens are trained as well: the prepared dataset has no\n"
+         "completion_mask column any more. Without Liger the mask is there.\n",
+         "loss-changed-by-a-library-code-path"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
-         "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head"],
+         "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
+         "sft-trainer-on-a-sequence-classifier", "length-assert-in-preprocessing", "placeholder-pad-token",
+         "liger-drops-completion-mask"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
