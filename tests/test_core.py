@@ -541,11 +541,22 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "With `use_liger_kernel=True` the prompt tokens are trained as well: the prepared dataset has no\n"
          "completion_mask column any more. Without Liger the mask is there.\n",
          "loss-changed-by-a-library-code-path"),
+        # an 8-bit model trained as it is, no adapter anywhere: nothing can learn (out of scope, recognised)
+        ("model = AutoModelForCausalLM.from_pretrained('rinna/japanese-gpt-neox-3.6b', load_in_8bit=True, device_map='auto')\n"
+         "trainer = Trainer(model=model, args=TrainingArguments(output_dir='out', num_train_epochs=3),\n"
+         "                  train_dataset=train_ds, eval_dataset=val_ds, data_collator=collator)\n"
+         "trainer.train()\n"
+         "{'loss': 0.0, 'learning_rate': 2.9e-05, 'epoch': 0.1}\n"
+         "{'eval_loss': nan, 'eval_runtime': 41.2, 'epoch': 0.1}\n",
+         "model-has-no-trainable-parameters"),
+        ("ValueError: You cannot perform fine-tuning on purely quantized models. Please attach trainable adapters on top of "
+         "the quantized model to correctly perform fine-tuning.\n",
+         "model-has-no-trainable-parameters"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
          "sft-trainer-on-a-sequence-classifier", "length-assert-in-preprocessing", "placeholder-pad-token",
-         "liger-drops-completion-mask"],
+         "liger-drops-completion-mask", "purely-quantized-model-loss-zero", "purely-quantized-model-refused"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
