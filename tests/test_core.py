@@ -552,11 +552,18 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
         ("ValueError: You cannot perform fine-tuning on purely quantized models. Please attach trainable adapters on top of "
          "the quantized model to correctly perform fine-tuning.\n",
          "model-has-no-trainable-parameters"),
+        # fewer response-key warnings with a longer limit: truncation cut the marker away
+        ("SFT with a response template and completion-only loss. The log is full of\n"
+         "UserWarning: Could not find response key `### Answer:` in the following instance: ... "
+         "This instance will be ignored in loss calculation.\n"
+         "max_seq_length=512 -> 1400 warnings\nmax_seq_length=2048 -> 200 warnings\n",
+         "completion-truncated-away-silent-zero-loss"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
          "sft-trainer-on-a-sequence-classifier", "length-assert-in-preprocessing", "placeholder-pad-token",
-         "liger-drops-completion-mask", "purely-quantized-model-loss-zero", "purely-quantized-model-refused"],
+         "liger-drops-completion-mask", "purely-quantized-model-loss-zero", "purely-quantized-model-refused",
+         "response-key-warnings-shrink-with-length"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
