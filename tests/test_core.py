@@ -558,12 +558,29 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "This instance will be ignored in loss calculation.\n"
          "max_seq_length=512 -> 1400 warnings\nmax_seq_length=2048 -> 200 warnings\n",
          "completion-truncated-away-silent-zero-loss"),
+        # Keras' own wording for a label id beyond the head's outputs
+        ("model.fit(train_ds, epochs=3)\n"
+         "tensorflow.python.framework.errors_impl.InvalidArgumentError:  Received a label value of 11 which is "
+         "outside the valid range of [0, 2).  Label values: 3 0 11 7\n",
+         "class-label-outside-num-labels"),
+        # a labels tensor handed to from_pretrained: the constructor refuses it, nothing is trained (out of scope)
+        ("I have 4 classes, so I pass them when loading:\n"
+         "model = AutoModelForSequenceClassification.from_pretrained('roberta-base', labels=torch.tensor(y))\n"
+         "TypeError: __init__() got an unexpected keyword argument 'labels'\n",
+         "setup-error-before-training"),
+        # Gemma 4 before transformers fixed KV sharing without a cache: loss near chance, generate() fine
+        ("LoRA SFT of google/gemma-4-E4B-it, use_cache=False and gradient checkpointing as usual.\n"
+         "{'loss': 13.91, 'grad_norm': 52.3, 'learning_rate': 0.0002, 'epoch': 0.01}\n"
+         "{'loss': 13.2, 'grad_norm': 47.0, 'learning_rate': 0.0002, 'epoch': 0.02}\n"
+         "generate() with the base model answers fine, only training is broken.\n",
+         "loss-changed-by-a-library-code-path"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
          "sft-trainer-on-a-sequence-classifier", "length-assert-in-preprocessing", "placeholder-pad-token",
          "liger-drops-completion-mask", "purely-quantized-model-loss-zero", "purely-quantized-model-refused",
-         "response-key-warnings-shrink-with-length"],
+         "response-key-warnings-shrink-with-length", "keras-label-value-outside-range",
+         "labels-passed-to-from-pretrained", "gemma4-training-forward"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
