@@ -574,13 +574,18 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "{'loss': 13.2, 'grad_norm': 47.0, 'learning_rate': 0.0002, 'epoch': 0.02}\n"
          "generate() with the base model answers fine, only training is broken.\n",
          "loss-changed-by-a-library-code-path"),
+        # a tool reading its own column mapping during dataset preparation (set-up, out of scope)
+        ("AutoTrain token classification dies while preparing the dataset, before a single step:\n"
+         "    text_column = self.column_mapping[\"text\"]\n"
+         "KeyError: 'text'\n",
+         "setup-error-before-training"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
          "sft-trainer-on-a-sequence-classifier", "length-assert-in-preprocessing", "placeholder-pad-token",
          "liger-drops-completion-mask", "purely-quantized-model-loss-zero", "purely-quantized-model-refused",
          "response-key-warnings-shrink-with-length", "keras-label-value-outside-range",
-         "labels-passed-to-from-pretrained", "gemma4-training-forward"],
+         "labels-passed-to-from-pretrained", "gemma4-training-forward", "column-mapping-key-error"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
