@@ -579,13 +579,32 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "    text_column = self.column_mapping[\"text\"]\n"
          "KeyError: 'text'\n",
          "setup-error-before-training"),
+        # eval_loss missing only once the model is torch.compile'd before Trainer
+        ("model = torch.compile(AutoModelForSequenceClassification.from_pretrained('bert-base-cased', num_labels=3))\n"
+         "trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds)\n"
+         "With torch.compile there is no eval_loss in the evaluation metrics; without compile it is logged.\n"
+         "{'eval_runtime': 1.2, 'eval_samples_per_second': 80.1, 'epoch': 1.0}\n",
+         "compiled-model-hides-forward-signature"),
+        # Unsloth's checkpointing hook, not the user's set-up
+        ("trainer_stats = trainer.train()\n"
+         "/usr/local/lib/python3.11/dist-packages/unsloth_zoo/peft_utils.py in requires_grad_pre_hook(module, input)\n"
+         "--> 201             input[0].requires_grad_(True)\n"
+         "RuntimeError: only Tensors of floating point dtype can require gradients\n",
+         "loss-changed-by-a-library-code-path"),
+        # Transformer-XL's LM head named its loss `losses` in old releases
+        ("run_clm.py with a transfo-xl config works for GPT-2 but not here:\n"
+         '  File "transformers/trainer.py", line 1776, in compute_loss\n'
+         "    loss = outputs[\"loss\"] if isinstance(outputs, dict) else outputs[0]\n"
+         "KeyError: 'loss'\n",
+         "model-forward-ignores-labels"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
          "sft-trainer-on-a-sequence-classifier", "length-assert-in-preprocessing", "placeholder-pad-token",
          "liger-drops-completion-mask", "purely-quantized-model-loss-zero", "purely-quantized-model-refused",
          "response-key-warnings-shrink-with-length", "keras-label-value-outside-range",
-         "labels-passed-to-from-pretrained", "gemma4-training-forward", "column-mapping-key-error"],
+         "labels-passed-to-from-pretrained", "gemma4-training-forward", "column-mapping-key-error",
+         "compiled-model-eval-loss-missing", "unsloth-checkpointing-hook", "transfo-xl-losses"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
