@@ -405,16 +405,18 @@ def test_untrained_special_tokens_yield_when_training_runs_and_the_loss_goes_dow
     assert after < before and any(w.startswith("(against)") and "training itself is fine" in w for w in why)
 
 
-def test_accumulation_settings_compared_only_when_the_paste_has_both_one_and_more():
+def test_accumulation_settings_compared_only_when_the_paste_has_two_different_values():
     from knowledge.matcher import evidence_score
 
     def fired(text: str) -> bool:
         _, why = evidence_score(KB.get("gradient-accumulation-inflates-logged-loss"), parse_text(text))
-        return any("both to 1 and to a larger value" in w for w in why)
+        return any("to two different values" in w for w in why)
 
     one = "per_device_train_batch_size=1, gradient_accumulation_steps=8\n{'loss': 2.64}\n"
     assert not fired(one)
+    assert not fired(one + one)  # the same setting pasted twice is one run
     assert fired("per_device_train_batch_size=8, gradient_accumulation_steps=1\n{'loss': 1.91}\n" + one)
+    assert fired("per_device_train_batch_size=2, gradient_accumulation_steps=4\n{'loss': 1.91}\n" + one)
 
 
 @pytest.mark.parametrize(
@@ -597,6 +599,25 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "    loss = outputs[\"loss\"] if isinstance(outputs, dict) else outputs[0]\n"
          "KeyError: 'loss'\n",
          "model-forward-ignores-labels"),
+        # two accumulation splits of one global batch compared (in Chinese)
+        ("两种设置：per_device_train_batch_size=4, gradient_accumulation_steps=4 和 "
+         "per_device_train_batch_size=2, gradient_accumulation_steps=8，总 batch 一样，但第一种的 loss 明显更低，为什么？\n",
+         "gradient-accumulation-inflates-logged-loss"),
+        # the tokenizer= -> processing_class rename notice is informational
+        ("Every run since the upgrade prints this before training starts:\n"
+         "FutureWarning: `tokenizer` is deprecated and will be removed in version 5.0.0 for `SFTTrainer.__init__`. "
+         "Use `processing_class` instead.\n"
+         "Training carries on. Do I need to change anything?\n",
+         "benign-training-warning"),
+        # Trainer dropped the image column the custom collator reads
+        ("The following columns in the training set don't have a corresponding argument in "
+         "`Qwen2VLForConditionalGeneration.forward` and have been ignored: image.\n"
+         "My collate_fn reads example['image'] but the key is never there, so no pixel_values reach the model.\n",
+         "unused-columns-removed-before-collator"),
+        # a wrapper's (*args, **kwargs) signature: every column removed, the batch is empty
+        ("ValueError: The batch received was empty, your model won't be able to train on it. Double-check that your "
+         "training dataset contains keys expected by the model: args,kwargs,label_ids,label.\n",
+         "unused-columns-removed-before-collator"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -604,7 +625,8 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "liger-drops-completion-mask", "purely-quantized-model-loss-zero", "purely-quantized-model-refused",
          "response-key-warnings-shrink-with-length", "keras-label-value-outside-range",
          "labels-passed-to-from-pretrained", "gemma4-training-forward", "column-mapping-key-error",
-         "compiled-model-eval-loss-missing", "unsloth-checkpointing-hook", "transfo-xl-losses"],
+         "compiled-model-eval-loss-missing", "unsloth-checkpointing-hook", "transfo-xl-losses",
+         "two-accumulation-splits-chinese", "processing-class-notice", "image-column-dropped", "empty-batch-wrapper-signature"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
