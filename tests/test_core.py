@@ -618,6 +618,16 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
         ("ValueError: The batch received was empty, your model won't be able to train on it. Double-check that your "
          "training dataset contains keys expected by the model: args,kwargs,label_ids,label.\n",
          "unused-columns-removed-before-collator"),
+        # a 2080 Ti (no bf16) written the way people write it
+        ("Qwen2.5-7B LoRA on a 2080Ti, fp16=True since the card has no bf16:\n"
+         "{'loss': 0.0, 'grad_norm': nan, 'learning_rate': 0.0002, 'epoch': 0.01}\n",
+         "fp16-activation-overflow-nan"),
+        # the loss reshaped logits with the vocabulary size from before resize_token_embeddings
+        ("model.resize_token_embeddings(len(processor.tokenizer))\ntrainer.train()\n"
+         '  File "transformers/trainer.py", line 3749, in training_step\n'
+         "    loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)\n"
+         "RuntimeError: shape '[-1, 152064]' is invalid for input of size 94034160\n",
+         "loss-changed-by-a-library-code-path"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -626,7 +636,8 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "response-key-warnings-shrink-with-length", "keras-label-value-outside-range",
          "labels-passed-to-from-pretrained", "gemma4-training-forward", "column-mapping-key-error",
          "compiled-model-eval-loss-missing", "unsloth-checkpointing-hook", "transfo-xl-losses",
-         "two-accumulation-splits-chinese", "processing-class-notice", "image-column-dropped", "empty-batch-wrapper-signature"],
+         "two-accumulation-splits-chinese", "processing-class-notice", "image-column-dropped", "empty-batch-wrapper-signature",
+         "turing-card-written-2080ti", "stale-vocab-size-after-resize"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
