@@ -628,6 +628,12 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "    loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)\n"
          "RuntimeError: shape '[-1, 152064]' is invalid for input of size 94034160\n",
          "loss-changed-by-a-library-code-path"),
+        # pad == eos on a reward head: it pools at the first eos of the chat template, inside the prompt
+        ("model = AutoModelForSequenceClassification.from_pretrained('Qwen/Qwen2.5-0.5B-Instruct', num_labels=1)\n"
+         "tokenizer.pad_token = tokenizer.eos_token\n"
+         "With pad == eos the scores ignore the answer: the head takes sequence_lengths from the first <|im_end|>, "
+         "which already ends the user turn. Is this expected?\n",
+         "model-config-has-no-pad-token-id"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -637,7 +643,8 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
          "labels-passed-to-from-pretrained", "gemma4-training-forward", "column-mapping-key-error",
          "compiled-model-eval-loss-missing", "unsloth-checkpointing-hook", "transfo-xl-losses",
          "two-accumulation-splits-chinese", "processing-class-notice", "image-column-dropped", "empty-batch-wrapper-signature",
-         "turing-card-written-2080ti", "stale-vocab-size-after-resize"],
+         "turing-card-written-2080ti", "stale-vocab-size-after-resize",
+         "pad-equals-eos-pools-early"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
