@@ -480,6 +480,18 @@ def test_fp32_said_fine_in_chinese_and_a_dict_float16_dtype_are_fp16_evidence():
     assert any("loaded in float16" in w for w in why)
 
 
+def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
+    from knowledge.matcher import evidence_score
+
+    entry = KB.get("fp16-activation-overflow-nan")
+    for text in ("显卡是魔改22G的2080ti，开 fp16 训练 loss 一直是 nan\n", "我的卡是v100，fp16 训练 loss 是 nan\n",
+                 "fp16 on a 2080 Super, loss is nan\n"):
+        _, why = evidence_score(entry, parse_text(text))
+        assert any("has no bf16 support" in w for w in why), text
+    _, why = evidence_score(entry, parse_text("fp16 on a RTX 12080, loss is nan\n"))
+    assert not any("has no bf16 support" in w for w in why)
+
+
 @pytest.mark.parametrize(
     ("text", "entry"),
     [
