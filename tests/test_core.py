@@ -646,6 +646,21 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "With pad == eos the scores ignore the answer: the head takes sequence_lengths from the first <|im_end|>, "
          "which already ends the user turn. Is this expected?\n",
          "model-config-has-no-pad-token-id"),
+        # Unsloth's "train on responses only" named in prose, every row's labels all -100
+        ("Unsloth SFT of a Qwen3 thinking model with train on responses only switched on. After masking, "
+         "every row ends up with labels that are all -100 and the samples are dropped.\n",
+         "unsloth-responses-only-markers-not-found"),
+        # label smoothing with a remote-code causal LM: the label smoother does not shift its labels
+        ("torchrun run_clm.py --model_name_or_path Qwen/Qwen-1_8B --trust_remote_code True "
+         "--label_smoothing_factor 0.1 --bf16\nThe loss goes down fast but the model repeats one token at inference.\n",
+         "loss-changed-by-a-library-code-path"),
+        # ms-swift refused an over-long row while encoding the data
+        ("swift sft --model Qwen2-VL-2B-Instruct --max_length 10000 --truncation_strategy delete\n"
+         "Traceback (most recent call last):\n"
+         '  File "swift/llm/template/base.py", line 512, in encode\n'
+         "    raise MaxLengthError(f'Current length of row({length}) is larger'\n"
+         "swift.llm.template.base.MaxLengthError: Current length of row(11961) is larger than the max_length(10000).\n",
+         "setup-error-before-training"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -656,7 +671,7 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "compiled-model-eval-loss-missing", "unsloth-checkpointing-hook", "transfo-xl-losses",
          "two-accumulation-splits-chinese", "processing-class-notice", "image-column-dropped", "empty-batch-wrapper-signature",
          "turing-card-written-2080ti", "stale-vocab-size-after-resize",
-         "pad-equals-eos-pools-early"],
+         "pad-equals-eos-pools-early", "responses-only-in-prose", "label-smoothing-remote-code", "swift-max-length-error"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
