@@ -30,13 +30,13 @@ def taxonomy_baseline(taxonomy: Path) -> tuple[list[str], BM25]:
 
 def main(taxonomy: str, *files: str) -> None:
     names, index = taxonomy_baseline(Path(taxonomy))
-    rows = [row for f in files for row in read_jsonl(Path(f))]
+    rows = [(row, Path(f).stem) for f in files for row in read_jsonl(Path(f))]
     kb = default_kb()
     ours = EvalResult()
     base_top1 = base_top3 = base_given = 0
-    for number, row in enumerate(rows, 1):
+    for number, (row, held_out) in enumerate(rows, 1):
         want = row["failure_class"]
-        score(diagnose(parse_text(row["user_text"]), kb), want, ours, number)
+        score(diagnose(parse_text(row["user_text"]), kb, held_out=held_out), want, ours, number)
         scores = index.scores(row["user_text"])
         top3 = [names[i] for i in sorted(range(len(names)), key=lambda i: -scores[i])[:3]]
         base_top1 += top3[0] == want

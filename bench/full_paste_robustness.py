@@ -102,14 +102,14 @@ VARIANTS = {
 
 
 def main(*files: str) -> None:
-    rows = [row for f in files for row in read_jsonl(Path(f))]
+    rows = [(row, Path(f).stem) for f in files for row in read_jsonl(Path(f))]
     kb = default_kb()
-    print(f"{len(rows)} reports, {sum(r['failure_class'] == OUT for r in rows)} near-misses")
+    print(f"{len(rows)} reports, {sum(r['failure_class'] == OUT for r, _ in rows)} near-misses")
     baseline: list[str] | None = None
     for name, wrap in VARIANTS.items():
         result, answers = EvalResult(), []
-        for number, row in enumerate(rows, 1):
-            d = diagnose(parse_text(wrap(row["user_text"])), kb)
+        for number, (row, held_out) in enumerate(rows, 1):
+            d = diagnose(parse_text(wrap(row["user_text"])), kb, held_out=held_out)
             score(d, row["failure_class"], result, number)
             answers.append(d.failure_class or OUT)
         baseline = baseline or answers

@@ -23,9 +23,11 @@ CLOSE_SCORE = 2.0
 Reproduce = Callable[[Report, list[Candidate], KnowledgeBase], tuple[Reproduction | None, list[FixOutcome]]]
 
 
-def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Reproduce | None = None) -> Diagnosis:
+def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Reproduce | None = None,
+             held_out: str | None = None) -> Diagnosis:
+    """`held_out`: a labelled report set not to compare the report with (the set being scored)."""
     kb = kb or default_kb()
-    candidates = rank(report, kb)[:MAX_CANDIDATES]
+    candidates = rank(report, kb, held_out=held_out)[:MAX_CANDIDATES]
     if not candidates:
         diagnosis = Diagnosis(verdict="unknown", failure_class=None, abstain_reason=_nothing_fits(report))
     elif candidates[0].failure_class == "out_of_scope":

@@ -78,7 +78,7 @@ def eval_cmd(
     from knowledge.evaluate import evaluate, read_jsonl
     from knowledge.kb import default_kb
 
-    rows, places = [], []
+    rows, places, sets = [], [], []
     for path in paths:
         try:
             read = read_jsonl(path)
@@ -86,8 +86,9 @@ def eval_cmd(
             typer.echo(f"lossdoctor: {exc}", err=True)
             raise typer.Exit(EXIT_UNREADABLE) from None
         rows += read
+        sets += [path.stem] * len(read)
         places += [f"{path}:{number}" if len(paths) > 1 else f"line {number}" for number in range(1, len(read) + 1)]
-    result = evaluate(rows, default_kb())
+    result = evaluate(rows, default_kb(), sets)
     if json_output:
         n = result.total or 1
         typer.echo(json.dumps({

@@ -91,11 +91,14 @@ def score(diagnosis: Diagnosis, expected: str, result: EvalResult, number: int) 
         result.top3 += 1
 
 
-def evaluate(rows: list[dict], kb: KnowledgeBase) -> EvalResult:
+def evaluate(rows: list[dict], kb: KnowledgeBase, sets: list[str] | None = None) -> EvalResult:
+    """Score `rows`; `sets[i]` names the labelled set row i comes from, which the matcher then does not
+    compare it with (a set is never scored against its own lines)."""
     from bot.core import diagnose
     from bot.parse import parse_text
 
     result = EvalResult()
     for number, row in enumerate(rows, 1):
-        score(diagnose(parse_text(row["user_text"]), kb), row["failure_class"], result, number)
+        held_out = sets[number - 1] if sets else None
+        score(diagnose(parse_text(row["user_text"]), kb, held_out=held_out), row["failure_class"], result, number)
     return result

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from bot.errors import KnowledgeBaseError
 from knowledge.schema import Entry
+from knowledge.similar import REPORT_SETS_DIR
 
 ENTRIES_DIR = Path(__file__).parent / "entries"
 PATTERNS_FILE = "patterns.yaml"
@@ -135,7 +136,7 @@ def load_kb(directory: Path | None = None) -> KnowledgeBase:
     return KnowledgeBase(entries=entries, directory=directory)
 
 
-DERIVED_BY = ("schema.py", "kb.py", "matcher.py", "lexical.py", "prefilter.py",
+DERIVED_BY = ("schema.py", "kb.py", "matcher.py", "lexical.py", "prefilter.py", "similar.py",
               "../bot/parse.py", "../bot/code_facts.py", "../bot/redact.py", "../bot/models.py")
 """The modules whose code shapes a snapshot's contents (the parser too: the matcher derives symptom
 shares and word statistics from the parsed knowledge-base examples)."""
@@ -181,7 +182,10 @@ def load_kb_cached(directory: Path | None = None) -> KnowledgeBase:
     from knowledge import matcher
 
     directory = directory or ENTRIES_DIR
-    name = f"kb-{fingerprint(directory)}.pickle"
+    key = fingerprint(directory)
+    if directory == ENTRIES_DIR and REPORT_SETS_DIR.is_dir():
+        key = hashlib.sha1((key + fingerprint(REPORT_SETS_DIR)).encode()).hexdigest()[:16]  # the snapshot holds their index
+    name = f"kb-{key}.pickle"
     kb = read_cache(name)
     if isinstance(kb, KnowledgeBase) and kb.directory == directory:
         matcher.prime(kb)

@@ -12,10 +12,11 @@ from functools import lru_cache
 from typing import Any
 
 from bot.models import Candidate, Report
-from knowledge.kb import Example, KnowledgeBase
+from knowledge.kb import ENTRIES_DIR, Example, KnowledgeBase
 from knowledge.lexical import BM25
 from knowledge.prefilter import Branches, branches, may_match, possible_part, required_literals
 from knowledge.schema import Condition, Entry
+from knowledge.similar import REPORT_SETS_DIR, LabelledReport, SimilarReports, read_report_sets, votes
 
 LEXICAL_WEIGHT = 1.0
 """At most this much is added to an entry's evidence score for word overlap with the report."""
@@ -63,6 +64,8 @@ SYMPTOM_MIN_SHARE = 0.3
 SYMPTOM_METRICS = ("loss_zero", "loss_nan", "loss_inf", "loss_high", "grad_norm_zero", "grad_norm_nan", "grad_norm_inf",
                    "eval_loss_nan")
 EXAMPLE_CHARS = 3_000
+SIMILAR_MIN_RAW = 4.0
+"""The nearest labelled report must score at least this (BM25) before similar reports fill the list."""
 MATCH_TEXT_CHARS = 256_000
 """`text` conditions search at most this much of a paste: its head and its tail (tracebacks are at the end)."""
 FAILURE_WORDS = re.compile(
@@ -261,6 +264,7 @@ def symptom_shares(kb: KnowledgeBase) -> dict[str, dict[str, float]]:
 def warm(kb: KnowledgeBase) -> None:
     """Compute what matching derives from the knowledge base (kept in `kb.cache`, pickled with it)."""
     lexical_index(kb)
+    similar_reports(kb)
     symptom_shares(kb)
     kb.cache["literals"] = {p: _literals(p) for p in text_patterns(kb)}
     kb.cache["branches"] = {p: _branches(p) for p in text_patterns(kb)}
@@ -440,8 +444,24 @@ def _lexical_query(report: Report, *, whole: bool = False) -> str:
     return lexical_text(text)
 
 
-def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Candidate]:
-    """Candidates for `report`, best first. Empty when nothing fits."""
+def similar_reports(kb: KnowledgeBase) -> SimilarReports:
+    """The labelled reports to compare a report with: the knowledge base's match examples and, for
+    the bundled knowledge base, the report sets under ``eval/``."""
+    index = kb.cache.get("similar")
+    if index is None:
+        corpus = [(LabelledReport(entry.failure_class, example.name, "kb"), example.read())
+                  for entry in kb.entries for example in kb.examples(entry.id) if example.expect_match]
+        if kb.directory == ENTRIES_DIR:
+            corpus += read_report_sets(REPORT_SETS_DIR)
+        index = kb.cache["similar"] = SimilarReports(corpus)
+    return index  # type: ignore[return-value]
+
+
+def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True, held_out: str | None = None) -> list[Candidate]:
+    """Candidates for `report`, best first. Empty when nothing fits.
+
+    `held_out` names a labelled report set whose lines are not compared with the report (the set
+    being scored)."""
     query = _lexical_query(report)
     raw = lexical_index(kb).scores(query) if lexical and kb.entries else [0.0] * len(kb.entries)
     if lexical and report.narrative is not None and max(raw, default=0.0) < LEXICAL_ONLY_MIN_RAW:
@@ -487,7 +507,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
     if not pool:
         # nothing fits, but the report shows a failure (an exception, a metric that is off): the entries
         # whose evidence or examples share it are listed as possibilities, never as a diagnosis
-        return _alternatives([], weak) if report_symptoms else []
+        listed = _alternatives([], weak) if report_symptoms else []
+        return listed + _like_similar_reports(listed, report, kb, raw, held_out) if listed else []
     if not candidates and pool[0].failure_class != "out_of_scope":
         # nothing has decisive evidence: a wording-only guess does not beat a look-alike that fits about as well
         look_alike = next((c for c in pool if c.failure_class == "out_of_scope"
@@ -497,7 +518,8 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True) -> list[Can
             pool.remove(look_alike)
             pool.insert(0, look_alike)
     head, rest = _distinct_classes_first(pool)
-    return head + _alternatives(head, weak) + rest
+    listed = head + _alternatives(head, weak)
+    return listed + _like_similar_reports(listed, report, kb, raw, held_out) + rest
 
 
 def has_evidence(candidate: Candidate) -> bool:
@@ -575,6 +597,37 @@ def _alternatives(pool: list[Candidate], weak: list[tuple[float, Entry, list[str
         classes.add(entry.failure_class)
         score = round(max(0.0, min(ceiling, strength)), 3)
         out.append(_candidate(entry, score, [*why, ALTERNATIVE]))
+    return out
+
+
+def _like_similar_reports(listed: list[Candidate], report: Report, kb: KnowledgeBase, raw: list[float],
+                          held_out: str | None) -> list[Candidate]:
+    """In-scope classes of the labelled reports nearest to this one, listed after the others as weaker
+    alternatives while fewer than ALTERNATIVES distinct classes are listed; each names its entry that
+    the report's wording fits best, and cites the reports it came from."""
+    classes = {c.failure_class for c in listed if c.failure_class != "out_of_scope"}
+    if len(classes) >= ALTERNATIVES:
+        return []
+    neighbours = similar_reports(kb).nearest(report.text, held_out=held_out)
+    if not neighbours or neighbours[0].score < SIMILAR_MIN_RAW:
+        return []
+    wording = dict(zip((e.id for e in kb.entries), raw))
+    ceiling = max(0.0, min(c.score for c in listed) - 0.01) if listed else 0.0
+    out: list[Candidate] = []
+    for failure_class, share, members in votes(neighbours):
+        if len(classes) >= ALTERNATIVES:
+            break
+        if failure_class in classes or failure_class == "out_of_scope":
+            continue
+        entries = [e for e in kb.entries if e.failure_class == failure_class]
+        if not entries:
+            continue
+        classes.add(failure_class)
+        entry = max(entries, key=lambda e: (wording.get(e.id, 0.0), e.id))
+        cited = ", ".join(n.report.source for n in members if n.report.set_name != "kb")[:300]
+        why = f"{len(members)} of the {len(neighbours)} most similar labelled reports had this cause" + (
+            f" ({cited})" if cited else "")
+        out.append(_candidate(entry, round(min(ceiling, share), 3), [why, ALTERNATIVE]))
     return out
 
 
