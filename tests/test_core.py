@@ -661,6 +661,21 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "    raise MaxLengthError(f'Current length of row({length}) is larger'\n"
          "swift.llm.template.base.MaxLengthError: Current length of row(11961) is larger than the max_length(10000).\n",
          "setup-error-before-training"),
+        # the user printed the tokenizer's pad token id: None
+        ("Traceback (most recent call last):\n  File \"run_clm_sft_with_peft.py\", line 408, in main\n"
+         "    train_result = trainer.train()\n  ...\nThe run dies at step 0.\n>>> print(tokenizer.pad_token_id)\nNone\n",
+         "tokenizer-has-no-pad-token"),
+        # MoE router aux loss on, loss in the hundreds while the aux loss itself is small
+        ("swift sft --model gpt-oss --router_aux_loss_coef 0.9\n"
+         "{'loss': 930.53, 'grad_norm': 143.6, 'aux_loss': 4.01, 'token_acc': 0.22, 'epoch': 0.01}\n"
+         "{'loss': 927.21, 'grad_norm': 20.9, 'aux_loss': 4.009, 'token_acc': 0.46, 'epoch': 0.08}\n"
+         "Without router_aux_loss_coef the loss is normal.\n",
+         "loss-changed-by-a-library-code-path"),
+        # a Liger kernel on and a loss in the thousands
+        ("swift rlhf --rlhf_type gkd --model Qwen3-8B-Base --use_liger_kernel true\n"
+         "{'loss': 2315.48, 'grad_norm': 8731.2, 'learning_rate': 1e-05, 'epoch': 0.0}\n"
+         "{'loss': 1987.06, 'grad_norm': 6420.9, 'learning_rate': 1e-05, 'epoch': 0.0}\n",
+         "loss-changed-by-a-library-code-path"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -671,7 +686,8 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "compiled-model-eval-loss-missing", "unsloth-checkpointing-hook", "transfo-xl-losses",
          "two-accumulation-splits-chinese", "processing-class-notice", "image-column-dropped", "empty-batch-wrapper-signature",
          "turing-card-written-2080ti", "stale-vocab-size-after-resize",
-         "pad-equals-eos-pools-early", "responses-only-in-prose", "label-smoothing-remote-code", "swift-max-length-error"],
+         "pad-equals-eos-pools-early", "responses-only-in-prose", "label-smoothing-remote-code", "swift-max-length-error",
+         "pad-token-id-printed-none", "router-aux-loss-far-too-high", "liger-loss-far-too-high"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
