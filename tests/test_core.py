@@ -676,6 +676,20 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "{'loss': 2315.48, 'grad_norm': 8731.2, 'learning_rate': 1e-05, 'epoch': 0.0}\n"
          "{'loss': 1987.06, 'grad_norm': 6420.9, 'learning_rate': 1e-05, 'epoch': 0.0}\n",
          "loss-changed-by-a-library-code-path"),
+        # pytorch-pretrained-bert code calls .backward() on what is now a tuple
+        ("Traceback (most recent call last):\n  File \"finetune_on_pregenerated.py\", line 305, in main\n    loss.backward()\n"
+         "AttributeError: 'tuple' object has no attribute 'backward'\n"
+         "loss = model(input_ids, segment_ids, input_mask, lm_label_ids, is_next)  # BertForPreTraining\n",
+         "loss-kwarg-name-from-other-version"),
+        # PEFT's prefix tuning reads a Cache attribute that transformers removed
+        ("transformers 4.57.0, peft 0.17.1, prefix tuning\n"
+         "Traceback (most recent call last):\n"
+         '  File "/usr/local/lib/python3.11/dist-packages/peft/peft_model.py", line 1878, in forward\n'
+         "    past_key_values = self.get_prompt(batch_size)\n"
+         '  File "/usr/local/lib/python3.11/dist-packages/peft/peft_model.py", line 790, in get_prompt\n'
+         "    for layer_idx in range(len(past_key_values.key_cache)):\n"
+         "AttributeError: 'DynamicCache' object has no attribute 'key_cache'\n",
+         "loss-changed-by-a-library-code-path"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -687,7 +701,8 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "two-accumulation-splits-chinese", "processing-class-notice", "image-column-dropped", "empty-batch-wrapper-signature",
          "turing-card-written-2080ti", "stale-vocab-size-after-resize",
          "pad-equals-eos-pools-early", "responses-only-in-prose", "label-smoothing-remote-code", "swift-max-length-error",
-         "pad-token-id-printed-none", "router-aux-loss-far-too-high", "liger-loss-far-too-high"],
+         "pad-token-id-printed-none", "router-aux-loss-far-too-high", "liger-loss-far-too-high",
+         "tuple-has-no-backward", "peft-reads-removed-cache-attribute"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
