@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from bot.models import Diagnosis, FixOutcome, Report, RunRecord
+import re
+
+from bot.models import Candidate, Diagnosis, FixOutcome, Report, RunRecord
 from knowledge.kb import KnowledgeBase
+from knowledge.matcher import SIMILAR_REPORTS
 
 _STATUS = {
     "verified": "verified on a tiny reproduction",
@@ -21,7 +24,7 @@ def render_reply(diagnosis: Diagnosis, report: Report, kb: KnowledgeBase) -> str
         guesses = [c for c in diagnosis.candidates if c.failure_class != "out_of_scope"][:3]
         if guesses:
             lines += ["", "**Closest known causes (guesses, not a diagnosis)**"]
-            lines += [f"- {c.title} (`{c.failure_class}`)" for c in guesses]
+            lines += [_listed(c) for c in guesses]
     else:
         top = diagnosis.candidates[0]
         entry = kb.get(top.entry)
@@ -34,7 +37,7 @@ def render_reply(diagnosis: Diagnosis, report: Report, kb: KnowledgeBase) -> str
         lines += _fix_lines(diagnosis)
         others = [c for c in diagnosis.candidates[1:] if c.failure_class != "out_of_scope"][:2]
         if others:
-            lines += ["", "**Also possible**"] + [f"- {c.title} (`{c.failure_class}`)" for c in others]
+            lines += ["", "**Also possible**"] + [_listed(c) for c in others]
         if diagnosis.question:
             lines += ["", f"**To be sure:** {diagnosis.question}"]
     if diagnosis.redacted:
@@ -47,6 +50,16 @@ def render_reply(diagnosis: Diagnosis, report: Report, kb: KnowledgeBase) -> str
     for note in report.notes:
         lines += ["", f"_Note: {note}_"]
     return "\n".join(lines).strip() + "\n"
+
+
+def _listed(candidate: Candidate) -> str:
+    """A candidate as a list item; one that similar labelled reports put there names their threads."""
+    line = f"- {candidate.title} (`{candidate.failure_class}`)"
+    threads = [url for w in candidate.why if SIMILAR_REPORTS in w for url in _URL.findall(w)]
+    return line + (f"; reported threads like yours: {', '.join(threads)}" if threads else "")
+
+
+_URL = re.compile(r"https?://[^\s,()]+")
 
 
 def _reproduction_lines(diagnosis: Diagnosis) -> list[str]:

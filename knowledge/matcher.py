@@ -66,6 +66,7 @@ SYMPTOM_METRICS = ("loss_zero", "loss_nan", "loss_inf", "loss_high", "grad_norm_
 EXAMPLE_CHARS = 3_000
 SIMILAR_MIN_RAW = 4.0
 """The nearest labelled report must score at least this (BM25) before similar reports fill the list."""
+SIMILAR_REPORTS = "most similar labelled reports had this cause"
 MATCH_TEXT_CHARS = 256_000
 """`text` conditions search at most this much of a paste: its head and its tail (tracebacks are at the end)."""
 FAILURE_WORDS = re.compile(
@@ -625,8 +626,7 @@ def _like_similar_reports(listed: list[Candidate], report: Report, kb: Knowledge
         classes.add(failure_class)
         entry = max(entries, key=lambda e: (wording.get(e.id, 0.0), e.id))
         cited = ", ".join(n.report.source for n in members if n.report.set_name != "kb")[:300]
-        why = f"{len(members)} of the {len(neighbours)} most similar labelled reports had this cause" + (
-            f" ({cited})" if cited else "")
+        why = f"{len(members)} of the {len(neighbours)} {SIMILAR_REPORTS}" + (f" ({cited})" if cited else "")
         out.append(_candidate(entry, round(min(ceiling, share), 3), [why, ALTERNATIVE]))
     return out
 

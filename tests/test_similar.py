@@ -15,7 +15,7 @@ from knowledge.matcher import ALTERNATIVE, similar_reports
 from knowledge.similar import REPORT_SETS_DIR, LabelledReport, SimilarReports, read_report_sets, votes
 
 KB = default_kb()
-SIMILAR = "most similar labelled reports had this cause"
+from knowledge.matcher import SIMILAR_REPORTS as SIMILAR  # noqa: E402
 
 
 def _corpus() -> SimilarReports:
@@ -111,3 +111,17 @@ def test_the_snapshot_is_rebuilt_when_a_report_set_changes(tmp_path, monkeypatch
 def test_reports_with_nothing_to_compare_get_no_similar_candidates(text):
     d = diagnose(parse_text(text), KB)
     assert not any(SIMILAR in w for c in d.candidates for w in c.why)
+
+
+def test_the_reply_names_the_threads_that_put_a_candidate_on_the_list():
+    shown = 0
+    for row in _rows("dev"):
+        d = diagnose(parse_text(row["user_text"]), KB, held_out="dev")
+        listed = [c for c in d.candidates if c.failure_class != "out_of_scope"]
+        listed = listed[:3] if d.verdict == "unknown" else [c for c in d.candidates[1:] if c.failure_class != "out_of_scope"][:2]
+        for c in listed:
+            urls = [u for w in c.why if SIMILAR in w for u in w.split("(", 1)[-1].rstrip(")").split(", ") if u.startswith("http")]
+            if urls:
+                shown += 1
+                assert "reported threads like yours: " + ", ".join(urls) in d.reply
+    assert shown > 0
