@@ -690,6 +690,13 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "    for layer_idx in range(len(past_key_values.key_cache)):\n"
          "AttributeError: 'DynamicCache' object has no attribute 'key_cache'\n",
          "loss-changed-by-a-library-code-path"),
+        # NaN predictions reach the detection loss's Hungarian matcher in a precision=16 run
+        ("Deformable DETR on a V100, Lightning Trainer(precision=16, max_steps=300)\n"
+         "Traceback (most recent call last):\n"
+         '  File "transformers/loss/loss_deformable_detr.py", line 55, in <listcomp>\n'
+         "    indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost_matrix.split(sizes, -1))]\n"
+         "ValueError: matrix contains invalid numeric entries\n",
+         "fp16-activation-overflow-nan"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -702,7 +709,8 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "turing-card-written-2080ti", "stale-vocab-size-after-resize",
          "pad-equals-eos-pools-early", "responses-only-in-prose", "label-smoothing-remote-code", "swift-max-length-error",
          "pad-token-id-printed-none", "router-aux-loss-far-too-high", "liger-loss-far-too-high",
-         "tuple-has-no-backward", "peft-reads-removed-cache-attribute"],
+         "tuple-has-no-backward", "peft-reads-removed-cache-attribute",
+         "detr-matcher-gets-nan-in-fp16"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
