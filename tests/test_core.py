@@ -697,6 +697,24 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "    indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost_matrix.split(sizes, -1))]\n"
          "ValueError: matrix contains invalid numeric entries\n",
          "fp16-activation-overflow-nan"),
+        # the MoE model's own load-balancing loss concatenates router logits from several GPUs
+        ("Mixtral-8x7B split over GPUs with device_map\nTraceback (most recent call last):\n"
+         '  File "transformers/trainer.py", line 2758, in compute_loss\n    outputs = model(**inputs)\n'
+         '  File "transformers/models/mixtral/modeling_mixtral.py", line 1244, in forward\n    aux_loss = load_balancing_loss_func(\n'
+         '  File "transformers/models/mixtral/modeling_mixtral.py", line 98, in load_balancing_loss_func\n'
+         "    gate_logits = torch.cat(gate_logits, dim=0)\n"
+         "RuntimeError: Expected all tensors to be on the same device, but found at least two devices, cuda:3 and cuda:7!\n",
+         "loss-changed-by-a-library-code-path"),
+        # ... or cannot take the batch's 4-D attention mask
+        ("With output_router_logits on it dies in the first forward; without it training runs.\n"
+         '  File "transformers/models/qwen3_moe/modeling_qwen3_moe.py", line 802, in load_balancing_loss_func\n'
+         "    batch_size, sequence_length = attention_mask.shape\nValueError: too many values to unpack (expected 2)\n",
+         "loss-changed-by-a-library-code-path"),
+        # Chinese: loss spikes and diverges in fp16, bf16 shows no spike
+        ("继续预训练一开始用 fp16 训练，跑了一段时间后 loss 出现突刺，之后再也收敛不回来了：\n"
+         "{'loss': 2.1702, 'learning_rate': 1.98e-04, 'epoch': 0.22}\n{'loss': 7.9315, 'learning_rate': 1.97e-04, 'epoch': 0.22}\n"
+         "{'loss': 11.204, 'learning_rate': 1.97e-04, 'epoch': 0.23}\n后来改成 bf16 重新跑，目前还没看到突刺。\n",
+         "fp16-activation-overflow-nan"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -710,7 +728,7 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "pad-equals-eos-pools-early", "responses-only-in-prose", "label-smoothing-remote-code", "swift-max-length-error",
          "pad-token-id-printed-none", "router-aux-loss-far-too-high", "liger-loss-far-too-high",
          "tuple-has-no-backward", "peft-reads-removed-cache-attribute",
-         "detr-matcher-gets-nan-in-fp16"],
+         "detr-matcher-gets-nan-in-fp16", "moe-aux-loss-devices", "moe-aux-loss-4d-mask", "fp16-spikes-chinese"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
