@@ -715,6 +715,11 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "{'loss': 2.1702, 'learning_rate': 1.98e-04, 'epoch': 0.22}\n{'loss': 7.9315, 'learning_rate': 1.97e-04, 'epoch': 0.22}\n"
          "{'loss': 11.204, 'learning_rate': 1.97e-04, 'epoch': 0.23}\n后来改成 bf16 重新跑，目前还没看到突刺。\n",
          "fp16-activation-overflow-nan"),
+        # regression on a speech classification head: its loss was cross-entropy whatever num_labels said
+        ("HubertForSequenceClassification with num_labels=1 does not give a regression loss. I want a continuous "
+         "score from audio, and the docstring says num_labels == 1 computes a Mean-Square loss, but the loss "
+         "that comes back is a cross-entropy and the predictions never approach the targets.\n",
+         "loss-changed-by-a-library-code-path"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -728,7 +733,8 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "pad-equals-eos-pools-early", "responses-only-in-prose", "label-smoothing-remote-code", "swift-max-length-error",
          "pad-token-id-printed-none", "router-aux-loss-far-too-high", "liger-loss-far-too-high",
          "tuple-has-no-backward", "peft-reads-removed-cache-attribute",
-         "detr-matcher-gets-nan-in-fp16", "moe-aux-loss-devices", "moe-aux-loss-4d-mask", "fp16-spikes-chinese"],
+         "detr-matcher-gets-nan-in-fp16", "moe-aux-loss-devices", "moe-aux-loss-4d-mask", "fp16-spikes-chinese",
+         "regression-on-a-speech-classifier"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
