@@ -13,6 +13,8 @@ Scoring a labelled set must not find its own lines: `nearest` takes the name of 
 from __future__ import annotations
 
 import json
+import sys
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +58,12 @@ class SimilarReports:
     and terms found in most reports (which barely tell reports apart) are left out of it."""
 
     def __init__(self, reports: list[tuple[LabelledReport, str]]) -> None:
-        self.reports = [r for r, _ in reports]
+        # the labels as three flat lists of interned strings, the postings as one pair of flat arrays and
+        # each term's start in them: a few pickled objects instead of thousands (the index travels in the
+        # knowledge-base snapshot that every cold `diagnose` loads)
+        self.classes = [sys.intern(r.failure_class) for r, _ in reports]
+        self.sources = [r.source for r, _ in reports]
+        self.sets = [sys.intern(r.set_name) for r, _ in reports]
         bm25 = BM25([text[:TEXT_CHARS] for _, text in reports])
         postings: dict[str, tuple[list[int], list[float]]] = {}
         for number, (counts, length) in enumerate(zip(bm25.docs, bm25.lengths)):
@@ -65,18 +72,30 @@ class SimilarReports:
                 docs, weights = postings.setdefault(term, ([], []))
                 docs.append(number)
                 weights.append(bm25.idf[term] * tf * (bm25.k1 + 1) / (tf + norm))
-        common = max(COMMON_SHARE * len(self.reports), 10)
-        self.postings = {t: p for t, p in postings.items() if len(p[0]) <= common}
+        common = max(COMMON_SHARE * len(reports), 10)
+        self.terms: dict[str, int] = {}
+        self.starts, self.doc_ids, self.weights = array("i", [0]), array("i"), array("f")
+        for term, (docs, weights) in postings.items():
+            if len(docs) <= common:
+                self.terms[term] = len(self.terms)
+                self.doc_ids.extend(docs)
+                self.weights.extend(weights)
+                self.starts.append(len(self.doc_ids))
+
+    @property
+    def reports(self) -> list[LabelledReport]:
+        return [LabelledReport(*row) for row in zip(self.classes, self.sources, self.sets)]
 
     def nearest(self, text: str, *, k: int = NEIGHBOURS, held_out: str | None = None) -> list[Neighbour]:
         scores: dict[int, float] = {}
         for term in set(tokenize(text[:QUERY_CHARS])):
-            posting = self.postings.get(term)
-            if posting is not None:
-                for number, weight in zip(*posting):
-                    scores[number] = scores.get(number, 0.0) + weight
-        order = sorted((i for i in scores if self.reports[i].set_name != held_out), key=lambda i: (-scores[i], i))
-        return [Neighbour(self.reports[i], scores[i]) for i in order[:k]]
+            number = self.terms.get(term)
+            if number is not None:
+                start, stop = self.starts[number], self.starts[number + 1]
+                for doc, weight in zip(self.doc_ids[start:stop], self.weights[start:stop]):
+                    scores[doc] = scores.get(doc, 0.0) + weight
+        order = sorted((i for i in scores if self.sets[i] != held_out), key=lambda i: (-scores[i], i))
+        return [Neighbour(LabelledReport(self.classes[i], self.sources[i], self.sets[i]), scores[i]) for i in order[:k]]
 
 
 def votes(neighbours: list[Neighbour]) -> list[tuple[str, float, list[Neighbour]]]:

@@ -22,8 +22,8 @@ from bot import regex_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.txt"))
-EVAL_SAMPLES = 4
-"""Reports taken from each eval/*.jsonl (every n-th line) besides the bundled examples."""
+EVAL_SAMPLES = 150
+"""Eval lines taken across all eval/*.jsonl (every n-th line of them together) besides the bundled examples."""
 
 
 def _python(code: str, home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -37,18 +37,20 @@ def _diagnose(home: Path, path: Path) -> subprocess.CompletedProcess:
 
 
 def _reports(tmp_path: Path) -> list[Path]:
+    """The bundled examples and EVAL_SAMPLES eval lines spread evenly over all the sets (a fixed number,
+    so the test does not grow with the eval sets: each report costs two cold subprocess runs)."""
     paths = list(EXAMPLES)
-    for source in sorted((ROOT / "eval").glob("*.jsonl")):
-        lines = source.read_text(encoding="utf-8").splitlines()
-        step = max(1, len(lines) // EVAL_SAMPLES)
-        for number, line in enumerate(lines[::step][:EVAL_SAMPLES]):
-            try:  # eval sets are checked by test_eval_set; a line being written right now is skipped
-                text = json.loads(line)["user_text"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            path = tmp_path / f"{source.stem}-{number}.txt"
-            path.write_text(text, encoding="utf-8")
-            paths.append(path)
+    lines = [(source.stem, number, line) for source in sorted((ROOT / "eval").glob("*.jsonl"))
+             for number, line in enumerate(source.read_text(encoding="utf-8").splitlines())]
+    step = max(1, len(lines) // EVAL_SAMPLES)
+    for stem, number, line in lines[::step][:EVAL_SAMPLES]:
+        try:  # eval sets are checked by test_eval_set; a line being written right now is skipped
+            text = json.loads(line)["user_text"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        path = tmp_path / f"{stem}-{number}.txt"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
     return paths
 
 
