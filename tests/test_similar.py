@@ -125,3 +125,21 @@ def test_the_reply_names_the_threads_that_put_a_candidate_on_the_list():
                 shown += 1
                 assert "reported threads like yours: " + ", ".join(urls) in d.reply
     assert shown > 0
+
+
+def test_lossdoctor_eval_holds_out_each_file_it_scores(tmp_path, monkeypatch):
+    import bot.core
+    from typer.testing import CliRunner
+
+    from bot.lossdoctor_cli import app
+
+    seen = []
+    real = bot.core.diagnose
+    monkeypatch.setattr(bot.core, "diagnose", lambda report, kb=None, **kw: seen.append(kw.get("held_out")) or real(report, kb, **kw))
+    first, second = tmp_path / "set-one.jsonl", tmp_path / "set-two.jsonl"
+    row = json.dumps({"user_text": "loss is nan with fp16", "failure_class": "fp16_overflow_nan"})
+    first.write_text(row + "\n" + row + "\n", encoding="utf-8")
+    second.write_text(row + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", str(first), str(second), "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen == ["set-one", "set-one", "set-two"]
