@@ -743,6 +743,25 @@ def test_the_evidence_names_its_entry_first(text, entry):
     assert d.failure_class == (None if expected == "out_of_scope" else expected)
 
 
+def test_an_fp16_run_whose_optimizer_never_steps_points_at_fp16_overflow():
+    """DeepSpeed's 'lr before stepping' notice, or a learning rate logged as 0.0 three times in a row: the fp16
+    loss scaler skips every optimizer step. The notice alone (the first steps of any fp16 run skip too) is not
+    enough for a diagnosis; two zero learning rates (a warm-up start) are not the signal."""
+    notice = "tried to get lr value before scheduler/optimizer started stepping, returning lr=0\n"
+    alone = diagnose(parse_text("training qwen14b, the lr stays 0 for a long stretch and the log keeps printing\n" + notice), KB)
+    assert alone.failure_class is None
+    d = diagnose(parse_text("deepspeed --fp16 run on Qwen-14B, the lr stays 0 and the loss does not decrease\n" + notice * 2), KB)
+    assert d.candidates[0].entry == "fp16-activation-overflow-nan"
+    assert any("DeepSpeed never stepped the optimizer" in w for w in d.candidates[0].why)
+    logs = ("LoRA SFT on a V100 with --fp16, the loss does not go down:\n"
+            "{'loss': 2.4127, 'learning_rate': 0.0, 'epoch': 0.01}\n{'loss': 2.3985, 'learning_rate': 0.0, 'epoch': 0.03}\n")
+    three = diagnose(parse_text(logs + "{'loss': 2.4401, 'learning_rate': 0.0, 'epoch': 0.04}\n"), KB)
+    assert three.candidates[0].entry == "fp16-activation-overflow-nan"
+    assert any("learning rate stays exactly 0.0" in w for w in three.candidates[0].why)
+    warmup = diagnose(parse_text(logs + "{'loss': 2.4401, 'learning_rate': 2e-05, 'epoch': 0.04}\n"), KB)
+    assert not any("learning rate stays exactly 0.0" in w for c in warmup.candidates for w in c.why)
+
+
 def test_a_run_that_works_only_under_another_setting_is_not_a_working_run():
     from knowledge.matcher import evidence_score
 
