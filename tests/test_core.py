@@ -720,6 +720,11 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "score from audio, and the docstring says num_labels == 1 computes a Mean-Square loss, but the loss "
          "that comes back is a cross-entropy and the predictions never approach the targets.\n",
          "loss-changed-by-a-library-code-path"),
+        # class labels numbered 1..N for an N-class head, and the loss is NaN
+        ("分类问题loss为nan，请问是什么原因？\n共10类数据，类别标签是【1、2、...、10】，batch_size=32\n"
+         "Epoch 1/50\n  3/438 [....] - ETA: 30:43 - loss: 2.5070 - sparse_categorical_accuracy: 0.1875\n"
+         "  9/438 [....] - ETA: 20:11 - loss: nan - sparse_categorical_accuracy: 0.0972\n",
+         "class-label-outside-num-labels"),
     ],
     ids=["two-accumulation-settings", "accumulation-korean", "crf-with-minus-100", "keras-shapes-against-default-head",
          "encoder-inputs-without-labels", "loss-type-notice", "chunked-loss-without-lm-head",
@@ -734,7 +739,7 @@ def test_a_turing_card_is_found_next_to_chinese_text_and_with_a_ti_suffix():
          "pad-token-id-printed-none", "router-aux-loss-far-too-high", "liger-loss-far-too-high",
          "tuple-has-no-backward", "peft-reads-removed-cache-attribute",
          "detr-matcher-gets-nan-in-fp16", "moe-aux-loss-devices", "moe-aux-loss-4d-mask", "fp16-spikes-chinese",
-         "regression-on-a-speech-classifier"],
+         "regression-on-a-speech-classifier", "labels-numbered-from-one"],
 )
 def test_the_evidence_names_its_entry_first(text, entry):
     d = diagnose(parse_text(text), KB)
