@@ -34,15 +34,23 @@ class BM25:
         n = len(self.docs)
         self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
 
+    def length_norm(self, length: int) -> float:
+        """The length part of the denominator for a document of `length` terms."""
+        return self.k1 * (1 - self.b + self.b * length / (self.avg_len or 1.0))
+
+    def weight(self, term: str, tf: int, norm: float) -> float:
+        """What `term`, seen `tf` times in a document with length norm `norm`, adds to its score."""
+        return self.idf[term] * tf * (self.k1 + 1) / (tf + norm)
+
     def scores(self, query: str) -> list[float]:
         terms = set(tokenize(query))
         out = []
         for counts, length in zip(self.docs, self.lengths):
             s = 0.0
-            norm = self.k1 * (1 - self.b + self.b * length / (self.avg_len or 1.0))
+            norm = self.length_norm(length)
             for t in terms:
                 tf = counts.get(t)
                 if tf:
-                    s += self.idf[t] * tf * (self.k1 + 1) / (tf + norm)
+                    s += self.weight(t, tf, norm)
             out.append(s)
         return out

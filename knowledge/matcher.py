@@ -613,7 +613,7 @@ def _like_similar_reports(listed: list[Candidate], report: Report, kb: Knowledge
     if not neighbours or neighbours[0].score < SIMILAR_MIN_RAW:
         return []
     wording = dict(zip((e.id for e in kb.entries), raw))
-    ceiling = max(0.0, min(c.score for c in listed) - 0.01) if listed else 0.0
+    ceiling = max(0.0, min(c.score for c in listed) - 0.01)  # callers list at least one candidate
     out: list[Candidate] = []
     for failure_class, share, members in votes(neighbours):
         if len(classes) >= ALTERNATIVES:

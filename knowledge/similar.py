@@ -53,7 +53,7 @@ class Neighbour:
 
 
 class SimilarReports:
-    """BM25 (the same weighting as `knowledge.lexical.BM25`) over a few thousand reports, kept as an
+    """BM25 (`knowledge.lexical.BM25`'s own weighting) over a few thousand reports, kept as an
     inverted index of precomputed term weights: a query touches only the postings of its own terms,
     and terms found in most reports (which barely tell reports apart) are left out of it."""
 
@@ -67,11 +67,11 @@ class SimilarReports:
         bm25 = BM25([text[:TEXT_CHARS] for _, text in reports])
         postings: dict[str, tuple[list[int], list[float]]] = {}
         for number, (counts, length) in enumerate(zip(bm25.docs, bm25.lengths)):
-            norm = bm25.k1 * (1 - bm25.b + bm25.b * length / (bm25.avg_len or 1.0))
+            norm = bm25.length_norm(length)
             for term, tf in counts.items():
                 docs, weights = postings.setdefault(term, ([], []))
                 docs.append(number)
-                weights.append(bm25.idf[term] * tf * (bm25.k1 + 1) / (tf + norm))
+                weights.append(bm25.weight(term, tf, norm))
         common = max(COMMON_SHARE * len(reports), 10)
         self.terms: dict[str, int] = {}
         self.starts, self.doc_ids, self.weights = array("i", [0]), array("i"), array("f")
