@@ -13,7 +13,7 @@ from collections.abc import Callable
 from bot.models import Candidate, Diagnosis, FixOutcome, Report, Reproduction
 from bot.render import render_reply
 from knowledge.kb import KnowledgeBase, default_kb
-from knowledge.matcher import WORDING_ONLY, is_guess, rank
+from knowledge.matcher import WORDING_ONLY, is_guess, rank, weigh
 from knowledge.schema import Entry
 
 MAX_CANDIDATES = 5
@@ -27,9 +27,17 @@ def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Repr
              held_out: str | None = None) -> Diagnosis:
     """`held_out`: a labelled report set not to compare the report with (the set being scored)."""
     kb = kb or default_kb()
-    candidates = rank(report, kb, held_out=held_out)[:MAX_CANDIDATES]
+    ranked = rank(report, kb, held_out=held_out)
+    abstains = not ranked or ranked[0].failure_class == "out_of_scope" or is_guess(ranked[0])
+    ranked, not_a_loss_failure = weigh(ranked, report, kb, abstains=abstains, held_out=held_out)
+    candidates = ranked[:MAX_CANDIDATES]
     if not candidates:
         diagnosis = Diagnosis(verdict="unknown", failure_class=None, abstain_reason=_nothing_fits(report))
+    elif not_a_loss_failure is not None:
+        diagnosis = Diagnosis(
+            verdict="unknown", failure_class=None, candidates=candidates,
+            abstain_reason=_worded_like_other_failures(report, candidates[0], not_a_loss_failure),
+        )
     elif candidates[0].failure_class == "out_of_scope":
         entry = kb.get(candidates[0].entry)
         diagnosis = Diagnosis(
@@ -143,6 +151,16 @@ def _guess_reason(report: Report, closest: Candidate) -> str:
         f"known cause is: {closest.title} (`{closest.failure_class}`), but that is a guess. Paste the full traceback, "
         "the trainer/collator code and the first logged losses; if the run fails outside the loss (installation, "
         "data loading, hardware), the library's issue tracker is the better place."
+    )
+
+
+def _worded_like_other_failures(report: Report, closest: Candidate, share: float) -> str:
+    return (
+        f"The evidence in this report is not decisive (I recognised {_recognised(report)}). It points to "
+        f"{closest.title} (`{closest.failure_class}`), but {share:.0%} of the labelled reports worded most like this "
+        "one were not loss-computation failures (installation, memory, data loading, expected behaviour). Paste the "
+        "full traceback, the trainer/collator code and the first logged losses; if the run fails outside the loss, "
+        "the library's issue tracker is the better place."
     )
 
 

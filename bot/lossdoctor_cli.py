@@ -54,6 +54,21 @@ def kb_check() -> None:
     raise typer.Exit(EXIT_OK if not problems else EXIT_INTERNAL)
 
 
+@kb_app.command("train")
+def kb_train(
+    output: Annotated[Path | None, typer.Option("--output", help="Where to write it (default: the shipped model file).")] = None,
+) -> None:
+    """Retrain the wording classifier on every labelled report (run it after adding examples or report sets)."""
+    from knowledge.classifier import MODEL_FILE, labelled_reports, train
+    from knowledge.kb import load_kb
+
+    reports = labelled_reports(load_kb())
+    model = train(reports)
+    model.write(output or MODEL_FILE)
+    typer.echo(f"trained on {model.reports} labelled reports ({len(model.vocabulary)} terms, "
+               f"{len(model.classes)} classes): {output or MODEL_FILE}")
+
+
 @kb_app.command("coverage")
 def kb_coverage() -> None:
     """List the evidence that no match/ example exercises (knowledge examples still to write)."""

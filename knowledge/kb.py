@@ -136,7 +136,8 @@ def load_kb(directory: Path | None = None) -> KnowledgeBase:
     return KnowledgeBase(entries=entries, directory=directory)
 
 
-DERIVED_BY = ("schema.py", "kb.py", "matcher.py", "lexical.py", "prefilter.py", "similar.py",
+DERIVED_BY = ("schema.py", "kb.py", "matcher.py", "lexical.py", "prefilter.py", "similar.py", "classifier.py",
+              "report_classifier.json.gz",
               "../bot/parse.py", "../bot/code_facts.py", "../bot/redact.py", "../bot/models.py")
 """The modules whose code shapes a snapshot's contents (the parser too: the matcher derives symptom
 shares and word statistics from the parsed knowledge-base examples)."""

@@ -157,11 +157,24 @@ def test_a_look_alike_that_leads_on_wording_alone_names_the_closest_cause_too():
     assert oom.abstain_reason.startswith("This looks like")
 
 
-def test_a_guess_on_wording_alone_is_not_a_diagnosis():
+@pytest.fixture(scope="module")
+def evidence_only_kb(tmp_path_factory):
+    """The bundled entries loaded from a copy: a knowledge base other than the bundled one has no
+    wording classifier, so only the evidence and the entries' wording rank."""
+    import shutil
+
+    from knowledge.kb import ENTRIES_DIR, load_kb
+
+    copy = tmp_path_factory.mktemp("kb") / "entries"
+    shutil.copytree(ENTRIES_DIR, copy)
+    return load_kb(copy)
+
+
+def test_a_guess_on_wording_alone_is_not_a_diagnosis(evidence_only_kb):
     """When nothing the report shows speaks for any cause, the closest wording is offered as a guess:
     the verdict is unknown, no class is claimed, and the guess stays listed with what would decide it."""
     prose = "after training the grad norm looks weird with gradient accumulation"
-    d = diagnose(parse_text(prose), KB)
+    d = diagnose(parse_text(prose), evidence_only_kb)
     assert d.candidates and is_guess(d.candidates[0])
     assert d.verdict == "unknown" and d.failure_class is None and d.fixes == []
     assert f"(`{d.candidates[0].failure_class}`), but that is a guess" in d.abstain_reason
@@ -169,6 +182,18 @@ def test_a_guess_on_wording_alone_is_not_a_diagnosis():
     assert f"- {d.candidates[0].title} (`{d.candidates[0].failure_class}`)" in d.reply
     evidenced = diagnose(parse_text("RuntimeError: element 0 of tensors does not require grad and does not have a grad_fn"), KB)
     assert not is_guess(evidenced.candidates[0]) and evidenced.failure_class == "no_grad_gradient_checkpointing"
+
+
+def test_the_wording_classifier_turns_a_guess_it_backs_into_a_diagnosis_and_says_so(evidence_only_kb):
+    """With the bundled knowledge base the same prose is also weighed by the classifier trained on the
+    labelled reports: it backs the closest wording, so the class is named, with the classifier's share
+    as the first reason and the entry's own wording after it."""
+    prose = "after training the grad norm looks weird with gradient accumulation"
+    d = diagnose(parse_text(prose), KB)
+    assert d.verdict == "matched" and d.failure_class == "gradient_accumulation_loss_scaling"
+    assert d.candidates[0].why[0].startswith("a classifier of report wording, trained on ")
+    assert any(w.startswith("no decisive evidence; the wording resembles") for w in d.candidates[0].why[1:])
+    assert not is_guess(d.candidates[0])
 
 
 def test_set_up_alone_or_evidence_against_does_not_make_a_candidate_more_than_a_guess():
