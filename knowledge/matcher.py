@@ -549,8 +549,9 @@ def weigh(candidates: list[Candidate], report: Report, kb: KnowledgeBase, *, abs
     Each class scores log(1 + its best evidence score among the first three candidates) plus
     WORDING_MODEL_WEIGHT x its probability under `knowledge.classifier`; 'not a loss failure' scores
     WORDING_MODEL_WEIGHT x its probability, plus ABSTAIN_WEIGHT when the matcher abstains (`abstains`).
-    The best class leads, unless the matcher's lead has DECISIVE_SCORE of evidence: a class the matcher did not name first moves to the front with the classifier's
-    reason (so it is no longer a guess). When 'not a loss failure' wins over a class the matcher named,
+    The best class leads, unless the matcher's lead has DECISIVE_SCORE of evidence: a class the matcher
+    did not name first moves to the front with the classifier's reason (so it is no longer a guess; its
+    score stays its evidence score). When 'not a loss failure' wins over a class the matcher named,
     the second value is that probability (the caller abstains); else it is None. Classes the classifier
     finds likely fill the list as weaker alternatives up to ALTERNATIVES distinct classes.
     """
@@ -571,6 +572,15 @@ def weigh(candidates: list[Candidate], report: Report, kb: KnowledgeBase, *, abs
     best = max(sorted(combined), key=combined.__getitem__)
     out = list(candidates)
     abstain_with: float | None = None
+    wording: list[float] = []
+
+    def entry_for(failure_class: str) -> Entry:
+        """The entry of `failure_class` whose text the report's wording fits best."""
+        if not wording:
+            wording.extend(lexical_index(kb).scores(_lexical_query(report)))
+        fits = [(w, e.id, e) for e, w in zip(kb.entries, wording) if e.failure_class == failure_class]
+        return max(fits, key=lambda f: (f[0], f[1]))[2]
+
     if out and out[0].score >= DECISIVE_SCORE and not is_guess(out[0]):
         pass  # explicit evidence decides, for a cause or for an out-of-scope look-alike
     elif not_a_loss_failure >= combined[best]:
@@ -580,7 +590,7 @@ def weigh(candidates: list[Candidate], report: Report, kb: KnowledgeBase, *, abs
         reason = WORDING_MODEL.format(reports=f"{model.reports:,}", p=probability.get(best, 0.0))
         at = next((i for i, c in enumerate(out) if c.failure_class == best), None)
         if at is None:
-            lead = _candidate(_entry_by_wording(kb, report, best), 0.0, [reason])
+            lead = _candidate(entry_for(best), 0.0, [reason])
         else:
             lead = out.pop(at)
             why = [w for w in lead.why if w != ALTERNATIVE]
@@ -594,16 +604,9 @@ def weigh(candidates: list[Candidate], report: Report, kb: KnowledgeBase, *, abs
         if failure_class in classes or failure_class == "out_of_scope":
             continue
         classes.add(failure_class)
-        out.append(_candidate(_entry_by_wording(kb, report, failure_class), max(0.0, round(min(floor, p), 3)),
+        out.append(_candidate(entry_for(failure_class), max(0.0, round(min(floor, p), 3)),
                               [WORDING_MODEL.format(reports=f"{model.reports:,}", p=p), ALTERNATIVE]))
     return out, abstain_with
-
-
-def _entry_by_wording(kb: KnowledgeBase, report: Report, failure_class: str) -> Entry:
-    """The entry of `failure_class` whose text the report's wording fits best."""
-    raw = lexical_index(kb).scores(_lexical_query(report))
-    return max((e for e in kb.entries if e.failure_class == failure_class),
-               key=lambda e: (raw[kb.entries.index(e)], e.id))
 
 
 def has_evidence(candidate: Candidate) -> bool:
