@@ -606,7 +606,24 @@ def weigh(candidates: list[Candidate], report: Report, kb: KnowledgeBase, *, abs
         classes.add(failure_class)
         out.append(_candidate(entry_for(failure_class), max(0.0, round(min(floor, p), 3)),
                               [WORDING_MODEL.format(reports=f"{model.reports:,}", p=p), ALTERNATIVE]))
-    return out, abstain_with
+    return _others_by_weight(out, combined), abstain_with
+
+
+def _others_by_weight(candidates: list[Candidate], combined: dict[str, float]) -> list[Candidate]:
+    """After the first candidate, the first one of each other in-scope class ordered by the weighed
+    score of its class (evidence and wording classifier together); then the rest, as ranked."""
+    if not candidates:
+        return candidates
+    seen = {candidates[0].failure_class, "out_of_scope"}
+    firsts, rest = [], []
+    for c in candidates[1:]:
+        if c.failure_class in seen:
+            rest.append(c)
+        else:
+            seen.add(c.failure_class)
+            firsts.append(c)
+    firsts.sort(key=lambda c: -combined.get(c.failure_class, 0.0))  # stable: ties keep the matcher's order
+    return [candidates[0], *firsts, *rest]
 
 
 def has_evidence(candidate: Candidate) -> bool:
