@@ -771,6 +771,13 @@ _SETUP_LINE = re.compile(
 )
 """A line of an environment block or a package list (`- PyTorch version (GPU?): 2.5.1`, `trl==0.12.1`,
 `peft   0.13.2`): set-up, like pasted code and configs."""
+
+
+def is_setup_line(line: str) -> bool:
+    """Whether a line is a row of an environment block or a package list (set-up, not what went wrong)."""
+    return _SETUP_LINE.match(line.strip()) is not None
+
+
 _FORWARD_OF = re.compile(r"\b([A-Z]\w{0,80}(?:Model|For\w{1,40}|LMHead\w{0,20}))\.forward\(\)")
 """The model class an exception message names (`XForCausalLM.forward() got ...`)."""
 _PROSE_MODEL = re.compile(

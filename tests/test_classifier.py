@@ -36,6 +36,23 @@ def test_terms_are_words_numbers_and_cjk_character_pairs():
     assert terms("a " * 10_000 + "late") == {}  # single letters are not words; the text is read to TEXT_CHARS only
 
 
+def test_environment_rows_warnings_and_frames_are_not_read():
+    """What every kind of report carries alike must not move the classifier: a `transformers env`
+    block, package pins, routine warnings and traceback frames leave only the report's own words."""
+    report = "ValueError: The model did not return a loss from the inputs\nmy loss is nan with fp16\n"
+    noise = (
+        "- `transformers` version: 4.46.3\n- Platform: Linux-5.15.0-x86_64-with-glibc2.35\n- Python version: 3.10.14\n"
+        "- PyTorch version (GPU?): 2.5.1+cu124 (True)\npeft==0.13.2\ntrl==0.12.1\n"
+        "/usr/lib/python3.10/site-packages/transformers/training_args.py:1559: FutureWarning: `evaluation_strategy` is deprecated\n"
+        "  warnings.warn(\nwandb: Currently logged in as: someone\n"
+        'Traceback (most recent call last):\n  File "/usr/lib/python3.10/site-packages/transformers/trainer.py", line 2123, in train\n'
+        "    return inner_training_loop(\n"
+    )
+    assert terms(noise + report) == terms(report)
+    model = classifier_for(KB)
+    assert model.probabilities(noise + report) == model.probabilities(report)
+
+
 def _tiny_corpus():
     """Two classes a few words apart (each term in at least MIN_REPORTS reports)."""
     nan = "fp16 training loss is nan after a few steps on a T4"
