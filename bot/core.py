@@ -13,7 +13,7 @@ from collections.abc import Callable
 from bot.models import Candidate, Diagnosis, FixOutcome, Report, Reproduction
 from bot.render import render_reply
 from knowledge.kb import KnowledgeBase, default_kb
-from knowledge.matcher import WORDING_ONLY, is_guess, rank, weigh
+from knowledge.matcher import ALTERNATIVE, WORDING_ONLY, is_guess, rank, weigh
 from knowledge.schema import Entry
 
 MAX_CANDIDATES = 5
@@ -72,8 +72,9 @@ def diagnose(report: Report, kb: KnowledgeBase | None = None, *, reproduce: Repr
 
 
 def in_play_candidates(candidates: list[Candidate]) -> list[Candidate]:
-    """The best candidate and those close to it, out-of-scope ones left out."""
-    scoped = [c for c in candidates if c.failure_class != "out_of_scope"]
+    """The best candidate and those close to it, out-of-scope ones and weaker alternatives left out."""
+    scoped = [c for i, c in enumerate(candidates)
+              if c.failure_class != "out_of_scope" and (i == 0 or not c.why or c.why[-1] != ALTERNATIVE)]
     if not scoped:
         return []
     best = scoped[0].score
