@@ -63,7 +63,7 @@ def wording(text: str) -> str:
     from bot.parse import is_setup_line
     from knowledge.matcher import lexical_text
 
-    text = lexical_text(text[:4 * TEXT_CHARS])
+    text = lexical_text(text[:2 * TEXT_CHARS])
     return "\n".join(line for line in text.split("\n") if not is_setup_line(line))[:TEXT_CHARS]
 
 

@@ -447,6 +447,22 @@ def entry_document(kb: KnowledgeBase, entry: Entry) -> str:
     return "\n".join(parts)
 
 
+_RECENT_WORDING: dict[tuple[int, str], list[float]] = {}
+
+
+def _wording_scores(kb: KnowledgeBase, query: str) -> list[float]:
+    """`lexical_index(kb).scores(query)`, remembered for the last two queries (`rank` and `weigh` ask
+    for the same ones)."""
+    key = (id(kb.cache), query)
+    scores = _RECENT_WORDING.get(key)
+    if scores is None:
+        scores = lexical_index(kb).scores(query)
+        if len(_RECENT_WORDING) >= 2:
+            del _RECENT_WORDING[next(iter(_RECENT_WORDING))]
+        _RECENT_WORDING[key] = scores
+    return scores
+
+
 def lexical_index(kb: KnowledgeBase) -> BM25:
     index = kb.cache.get("bm25")
     if index is None:
@@ -483,11 +499,11 @@ def rank(report: Report, kb: KnowledgeBase, *, lexical: bool = True, held_out: s
     `held_out` names a labelled report set whose lines are not compared with the report (the set
     being scored)."""
     query = _lexical_query(report)
-    raw = lexical_index(kb).scores(query) if lexical and kb.entries else [0.0] * len(kb.entries)
+    raw = _wording_scores(kb, query) if lexical and kb.entries else [0.0] * len(kb.entries)
     if lexical and report.narrative is not None and max(raw, default=0.0) < LEXICAL_ONLY_MIN_RAW:
         # the prose says too little to compare words on: the pasted code and configs are all there is
         query = _lexical_query(report, whole=True)
-        raw = lexical_index(kb).scores(query)
+        raw = _wording_scores(kb, query)
     text = MatchText(report.text)
     narrative = MatchText(report.narrative) if report.narrative is not None else None
     admitted = [(entry, lex, result) for entry, lex in zip(kb.entries, raw)
@@ -578,7 +594,7 @@ def weigh(candidates: list[Candidate], report: Report, kb: KnowledgeBase, *, abs
     def entry_for(failure_class: str) -> Entry:
         """The entry of `failure_class` whose text the report's wording fits best."""
         if not wording:
-            wording.extend(lexical_index(kb).scores(_lexical_query(report)))
+            wording.extend(_wording_scores(kb, _lexical_query(report)))
         fits = [(w, e.id, e) for e, w in zip(kb.entries, wording) if e.failure_class == failure_class]
         return max(fits, key=lambda f: (f[0], f[1]))[2]
 
