@@ -268,13 +268,13 @@ def classifier_for(kb: KnowledgeBase, held_out: str | None = None) -> ReportClas
 
     if kb.directory != ENTRIES_DIR:
         return None
-    full = kb.cache.get("classifier")
-    if full is None:
+    if "classifier" not in kb.cache:
         reports = labelled_reports(kb)
-        full = kb.cache["classifier"] = current_model(reports)
+        kb.cache["classifier"] = current_model(reports)
         kb.cache["classifier_sets"] = frozenset(r[2] for r in reports) - {KB_SET}
+    full = kb.cache["classifier"]
     fold = fold_of(held_out) if held_out else None
-    if fold is None or held_out not in kb.cache["classifier_sets"]:  # type: ignore[operator]
+    if full is None or fold is None or held_out not in kb.cache["classifier_sets"]:  # type: ignore[operator]
         return full  # type: ignore[return-value]
     folds = kb.cache.setdefault("classifier_folds", {})
     if fold not in folds:  # type: ignore[operator]
@@ -289,12 +289,16 @@ def classifier_for(kb: KnowledgeBase, held_out: str | None = None) -> ReportClas
     return folds[fold]  # type: ignore[index]
 
 
-def current_model(reports: list[LabelledText]) -> ReportClassifier:
-    """The shipped model when it was trained on exactly these reports, else one trained now."""
+def current_model(reports: list[LabelledText]) -> ReportClassifier | None:
+    """The shipped model when it was trained on exactly these reports, else one trained now; where
+    training is impossible (no numpy), the shipped model as it is (None if it cannot be read)."""
     try:
         shipped = ReportClassifier.read(MODEL_FILE)
     except (OSError, ValueError, KeyError, EOFError):
         shipped = None
     if shipped is not None and shipped.trained_on == corpus_fingerprint(reports):
         return shipped
-    return train(reports)
+    try:
+        return train(reports)
+    except ImportError:
+        return shipped

@@ -98,6 +98,23 @@ def test_scoring_a_labelled_set_uses_a_model_that_never_saw_its_fold(tmp_path):
     assert classifier_for(KnowledgeBase(entries=KB.entries, directory=tmp_path)) is None  # only the bundled one has labelled reports
 
 
+def test_a_stale_model_is_retrained_and_without_numpy_the_shipped_one_is_used(monkeypatch):
+    """Edited examples make the shipped file stale: the snapshot build retrains it (a few seconds);
+    where training cannot run (numpy missing), the shipped model is used as it is, never a crash."""
+    reports = labelled_reports(KB)
+    edited = reports + [("my fp16 loss is nan", "fp16_overflow_nan", "a-new-set")]
+    shipped = ReportClassifier.read(MODEL_FILE)
+    monkeypatch.setattr(classifier, "train", lambda r, **kw: ReportClassifier([], {}, None, None, [], corpus_fingerprint(r), len(r)))
+    assert classifier.current_model(reports).weights == shipped.weights  # current: read, not retrained
+    assert classifier.current_model(edited).reports == len(edited)  # stale: retrained
+
+    def no_numpy(r, **kw):
+        raise ImportError("No module named 'numpy'")
+
+    monkeypatch.setattr(classifier, "train", no_numpy)
+    assert classifier.current_model(edited).trained_on == shipped.trained_on
+
+
 def _always(failure_class: str) -> ReportClassifier:
     """A real classifier trained to put nearly all its weight on `failure_class` whatever it reads."""
     words = "training loss model the a is of to and in trainer labels error step"
