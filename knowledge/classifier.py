@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from knowledge.similar import REPORT_SETS_DIR, read_report_sets
+from knowledge.similar import KB_SET, labelled_corpus
 
 if TYPE_CHECKING:
     from knowledge.kb import KnowledgeBase
@@ -48,8 +48,6 @@ ITERATIONS = 40
 """L-BFGS iterations: the held-out accuracy no longer moves after about 40."""
 FOLDS = 5
 """Labelled sets are split into this many folds by name; scoring a set uses a model without its fold."""
-KB_SET = "kb"
-"""The set name of the knowledge base's own examples (always trained on, never held out)."""
 
 _WORD = re.compile(r"[a-z_][a-z0-9_]+|\d+")
 _CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]+")
@@ -145,14 +143,9 @@ LabelledText = tuple[str, str, str]
 
 
 def labelled_reports(kb: KnowledgeBase) -> list[LabelledText]:
-    """The knowledge base's match examples and, for the bundled knowledge base, the report sets."""
-    from knowledge.kb import ENTRIES_DIR
-
-    out = [(example.read(), entry.failure_class, KB_SET)
-           for entry in kb.entries for example in kb.examples(entry.id) if example.expect_match]
-    if kb.directory == ENTRIES_DIR:
-        out += [(text, report.failure_class, report.set_name) for report, text in read_report_sets(REPORT_SETS_DIR)]
-    return out
+    """`knowledge.similar.labelled_corpus` as (text, class, set name); the knowledge base's own
+    examples (set KB_SET) are always trained on, never held out."""
+    return [(text, report.failure_class, report.set_name) for report, text in labelled_corpus(kb)]
 
 
 def corpus_fingerprint(reports: list[LabelledText]) -> str:

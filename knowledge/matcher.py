@@ -12,11 +12,11 @@ from functools import lru_cache
 from typing import Any
 
 from bot.models import Candidate, Report
-from knowledge.kb import ENTRIES_DIR, Example, KnowledgeBase
+from knowledge.kb import Example, KnowledgeBase
 from knowledge.lexical import BM25
 from knowledge.prefilter import Branches, branches, may_match, possible_part, required_literals
 from knowledge.schema import Condition, Entry
-from knowledge.similar import REPORT_SETS_DIR, LabelledReport, SimilarReports, read_report_sets, votes
+from knowledge.similar import SimilarReports, labelled_corpus, votes
 
 LEXICAL_WEIGHT = 1.0
 """At most this much is added to an entry's evidence score for word overlap with the report."""
@@ -485,11 +485,7 @@ def similar_reports(kb: KnowledgeBase) -> SimilarReports:
     the bundled knowledge base, the report sets under ``eval/``."""
     index = kb.cache.get("similar")
     if index is None:
-        corpus = [(LabelledReport(entry.failure_class, example.name, "kb"), example.read())
-                  for entry in kb.entries for example in kb.examples(entry.id) if example.expect_match]
-        if kb.directory == ENTRIES_DIR:
-            corpus += read_report_sets(REPORT_SETS_DIR)
-        index = kb.cache["similar"] = SimilarReports(corpus)
+        index = kb.cache["similar"] = SimilarReports(labelled_corpus(kb))
     return index  # type: ignore[return-value]
 
 

@@ -18,8 +18,12 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from knowledge.lexical import BM25, tokenize
+
+if TYPE_CHECKING:
+    from knowledge.kb import KnowledgeBase
 
 REPORT_SETS_DIR = Path(__file__).resolve().parents[1] / "eval"
 """The labelled report sets (JSONL with user_text, failure_class, source), present in a checkout."""
@@ -121,3 +125,20 @@ def read_report_sets(directory: Path) -> list[tuple[LabelledReport, str]]:
             if isinstance(row, dict) and isinstance(row.get("user_text"), str) and isinstance(row.get("failure_class"), str):
                 out.append((LabelledReport(row["failure_class"], str(row.get("source", "")), path.stem), row["user_text"]))
     return out
+
+
+KB_SET = "kb"
+"""The set name of the knowledge base's own match examples."""
+
+
+def labelled_corpus(kb: KnowledgeBase) -> list[tuple[LabelledReport, str]]:
+    """Every labelled report of a knowledge base: its match examples (labelled with their entry's
+    class) and, for the bundled knowledge base, the report sets under ``eval/``. The similar-report
+    index and the wording classifier (`knowledge.classifier`) are both built from it."""
+    from knowledge.kb import ENTRIES_DIR
+
+    corpus = [(LabelledReport(entry.failure_class, example.name, KB_SET), example.read())
+              for entry in kb.entries for example in kb.examples(entry.id) if example.expect_match]
+    if kb.directory == ENTRIES_DIR:
+        corpus += read_report_sets(REPORT_SETS_DIR)
+    return corpus

@@ -85,7 +85,7 @@ def test_similar_reports_fill_the_list_as_weaker_alternatives_and_scoring_holds_
 
 def test_the_snapshot_is_rebuilt_when_a_report_set_changes(tmp_path, monkeypatch):
     import knowledge.kb as kb_module
-    import knowledge.matcher as matcher_module
+    import knowledge.similar as similar_module
 
     monkeypatch.setenv("LOSSDOCTOR_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
@@ -94,8 +94,8 @@ def test_the_snapshot_is_rebuilt_when_a_report_set_changes(tmp_path, monkeypatch
     sets.mkdir()
     line = {"user_text": "zebra giraffe loss nan", "failure_class": "fp16_overflow_nan", "source": "https://x/zebra"}
     (sets / "mine.jsonl").write_text(json.dumps(line) + "\n", encoding="utf-8")
-    for module in (kb_module, matcher_module):
-        monkeypatch.setattr(module, "ENTRIES_DIR", entries)
+    monkeypatch.setattr(kb_module, "ENTRIES_DIR", entries)
+    for module in (kb_module, similar_module):
         monkeypatch.setattr(module, "REPORT_SETS_DIR", sets)
     try:
         first = load_kb_cached(entries)
