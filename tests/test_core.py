@@ -151,6 +151,16 @@ def test_weaker_alternatives_fill_the_list_but_are_never_in_play():
     assert {f.entry for f in d.fixes} <= in_play  # no fix is offered on an alternative's account
 
 
+def test_a_weaker_alternative_is_never_in_play_even_close_to_a_weak_lead():
+    """The wording classifier's alternatives score at most its probability, so one can come within
+    CLOSE_SCORE of a weak lead; it is still not reproduced or fixed, while a candidate with evidence is."""
+    make = lambda entry, score, *why: Candidate(entry=entry, failure_class="fp16_overflow_nan", title="t", score=score, why=list(why))  # noqa: E731
+    lead = make("lead", 1.5, "the training loss is nan")
+    alternative = make("alt", 1.0, "a classifier of report wording ... gives this cause 40%", ALTERNATIVE)
+    evidenced = make("other", 1.0, "grad_norm is nan")
+    assert [c.entry for c in in_play_candidates([lead, alternative, evidenced])] == ["lead", "other"]
+
+
 def test_abstention_is_not_filled_with_alternatives():
     d = diagnose(parse_text("How do I change the learning rate schedule to cosine?"), KB)
     assert d.candidates == []
